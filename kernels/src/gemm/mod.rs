@@ -1,0 +1,184 @@
+//! u8 × i8 → i32 GEMM microkernels and their packed-operand contract.
+//!
+//! # The packed contract
+//!
+//! A microkernel multiplies one packed **A panel** (`MR` rows of activations) by one packed
+//! **B panel** (`NR` columns of weights) over `kc` steps of K, and writes (or adds to) an
+//! `mr × nr` tile of i32 accumulators (`mr ≤ MR`, `nr ≤ NR`). `kc` is always a multiple of `KR`,
+//! the K-interleave: panels are zero-padded inside our own buffers up to `MR`, `NR` and `KR`, so a
+//! kernel never reads past anything and zero padding contributes nothing (exact mode) or pairs with
+//! 0 (saturating mode, where fbgemm pads K with zeros too).
+//!
+//! The default **c{KR} byte layout** (used by the scalar kernels and any SIMD kernel that does not
+//! declare its own packers):
+//!
+//! ```text
+//! A panel: for g in 0..kc/KR, for i in 0..MR, for t in 0..KR:  A[i][g·KR + t]      (u8)
+//! B panel: for g in 0..kc/KR, for j in 0..NR, for t in 0..KR:  W[j][g·KR + t]      (i8 as u8)
+//! ```
+//!
+//! A kernel may choose another layout (e.g. pre-widened i16 weights for exact AVX2): it then
+//! supplies its own `pack_a` / `pack_b` and `*_panel_bytes` functions, and only its own
+//! microkernel ever reads those bytes. Zero-point corrections and requantization are **not** part
+//! of the microkernel: the driver (in the `qkernels` crate) applies them in the epilogue.
+//!
+//! # Accumulation
+//!
+//! Kernels with `saturating == false` compute exact i32 sums for every u8 × i8 input (the library
+//! contract). Kernels with `saturating == true` reproduce fbgemm's `vpmaddubsw` behaviour: the two
+//! products of each adjacent K pair `(2t, 2t+1)` are added with signed 16-bit saturation before
+//! accumulation (see `qkernels_ref::gemm`).
+
+pub mod scalar;
+
+use crate::isa::Isa;
+
+/// Microkernel: `C[i][j] (+)= Σ_k A[i][k]·W[j][k]` for `i < mr`, `j < nr`.
+///
+/// # Safety
+///
+/// * `kc` is a multiple of the kernel's `kr`;
+/// * `a` points to one packed A panel of the kernel's layout covering `kc` (`pack_a_panel_bytes`);
+/// * `b` points to one packed B panel covering `kc` (`pack_b_panel_bytes`);
+/// * `c` is valid for reads and writes of `C[i*rs_c + j]` for `i < mr`, `j < nr`;
+/// * `1 ≤ mr ≤ MR`, `1 ≤ nr ≤ NR`;
+/// * the CPU supports the kernel's ISA.
+pub type GemmUkernel = unsafe fn(
+    kc: usize,
+    a: *const u8,
+    b: *const u8,
+    c: *mut i32,
+    rs_c: usize,
+    mr: usize,
+    nr: usize,
+    accumulate: bool,
+);
+
+/// Packs one A panel: rows `src[i*lda + k0 .. + kc]` for `i < rows` (rows `rows..MR` and K
+/// beyond `kc` are zero), into `dst` (exactly `pack_a_panel_bytes(kc)` bytes, `kc` rounded up
+/// to `KR`). Safe: it only touches the slices it is given.
+pub type PackAPanel = fn(src: &[u8], lda: usize, rows: usize, kc: usize, dst: &mut [u8]);
+
+/// Packs one B panel from weights in Linear layout (`w[j*ldw + k0 .. + kc]` for `j < cols`,
+/// columns `cols..NR` zero) into `dst` (exactly `pack_b_panel_bytes(kc)` bytes).
+pub type PackBPanel = fn(w: &[i8], ldw: usize, cols: usize, kc: usize, dst: &mut [u8]);
+
+/// One GEMM microkernel and everything needed to feed it.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmKernel {
+    /// `u8s8s32_gemm_<isa>_<MR>x<NR>c<KR>[_sat16]`.
+    pub name: &'static str,
+    pub isa: Isa,
+    /// fbgemm i16 pair saturation (`vpmaddubsw` semantics) instead of exact sums.
+    pub saturating: bool,
+    pub mr: usize,
+    pub nr: usize,
+    pub kr: usize,
+    pub pack_a: PackAPanel,
+    pub pack_b: PackBPanel,
+    /// Bytes of one packed A panel for a K extent of `kc` (rounded up to `kr`).
+    pub a_panel_bytes: fn(kc: usize) -> usize,
+    /// Bytes of one packed B panel for a K extent of `kc` (rounded up to `kr`).
+    pub b_panel_bytes: fn(kc: usize) -> usize,
+    pub ukernel: GemmUkernel,
+}
+
+impl GemmKernel {
+    /// `kc` rounded up to the K-interleave.
+    pub fn round_k(&self, kc: usize) -> usize {
+        kc.div_ceil(self.kr) * self.kr
+    }
+}
+
+/// Packs an A panel in the default c{KR} byte layout (see module docs).
+pub fn pack_a_ckr<const MR: usize, const KR: usize>(
+    src: &[u8],
+    lda: usize,
+    rows: usize,
+    kc: usize,
+    dst: &mut [u8],
+) {
+    let kp = kc.div_ceil(KR) * KR;
+    debug_assert!(rows <= MR);
+    debug_assert_eq!(dst.len(), MR * kp);
+    for g in 0..kp / KR {
+        for i in 0..MR {
+            for t in 0..KR {
+                let k = g * KR + t;
+                dst[(g * MR + i) * KR + t] = if i < rows && k < kc { src[i * lda + k] } else { 0 };
+            }
+        }
+    }
+}
+
+/// Packs a B panel in the default c{KR} byte layout (see module docs).
+pub fn pack_b_ckr<const NR: usize, const KR: usize>(
+    w: &[i8],
+    ldw: usize,
+    cols: usize,
+    kc: usize,
+    dst: &mut [u8],
+) {
+    let kp = kc.div_ceil(KR) * KR;
+    debug_assert!(cols <= NR);
+    debug_assert_eq!(dst.len(), NR * kp);
+    for g in 0..kp / KR {
+        for j in 0..NR {
+            for t in 0..KR {
+                let k = g * KR + t;
+                dst[(g * NR + j) * KR + t] = if j < cols && k < kc { w[j * ldw + k] as u8 } else { 0 };
+            }
+        }
+    }
+}
+
+/// Bytes of a c{KR} panel of `R` rows/columns.
+pub const fn ckr_panel_bytes<const R: usize, const KR: usize>(kc: usize) -> usize {
+    R * kc.div_ceil(KR) * KR
+}
+
+/// Every GEMM kernel compiled into this build, for every ISA (supported or not). Tests and
+/// benches iterate this list; dispatch picks from it. A kernel appears here exactly once.
+pub fn all_kernels() -> Vec<&'static GemmKernel> {
+    #[allow(unused_mut)]
+    let mut v: Vec<&'static GemmKernel> = vec![
+        &scalar::U8S8S32_GEMM_SCALAR_4X4C4,
+        &scalar::U8S8S32_GEMM_SCALAR_3X5C4_TEST,
+        &scalar::U8S8S32_GEMM_SCALAR_4X4C4_SAT16,
+    ];
+    v
+}
+
+/// The kernels usable on this CPU for `isa` (empty if the CPU lacks it).
+pub fn kernels_for(isa: Isa) -> Vec<&'static GemmKernel> {
+    if !isa.is_supported() {
+        return Vec::new();
+    }
+    all_kernels().into_iter().filter(|k| k.isa == isa).collect()
+}
+
+/// The production kernel for `isa` and accumulation style, if this CPU supports it.
+/// Saturating mode falls back to the best lower ISA that has a saturating kernel (the bytes are
+/// identical on every ISA by contract).
+pub fn best_kernel(isa: Isa, saturating: bool) -> &'static GemmKernel {
+    let preferred: &[&'static GemmKernel] = &[];
+    let _ = preferred;
+    let candidates = all_kernels();
+    let pick = |want: Isa| {
+        candidates
+            .iter()
+            .copied()
+            .find(|k| k.isa == want && k.saturating == saturating && !k.name.ends_with("_test"))
+    };
+    if isa.is_supported() {
+        if let Some(k) = pick(isa) {
+            return k;
+        }
+    }
+    if saturating {
+        if let Some(k) = pick(Isa::Scalar) {
+            return k;
+        }
+    }
+    pick(Isa::Scalar).expect("scalar kernels exist")
+}
