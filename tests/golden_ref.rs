@@ -106,7 +106,10 @@ fn run_case(g: &Golden, case: &serde_json::Value, mode: Accumulation) -> (Vec<u8
             };
             let xn = r::nchw_to_nhwc(&x.u8(), s[0], s[1], s[2], s[3]);
             let (y, oh, ow) = r::max_pool2d_nhwc(&xn, s[0], s[2], s[3], s[1], &pool);
-            (r::nhwc_to_nchw(&y, s[0], s[1], oh, ow), g.tensor(case, "y").u8())
+            (
+                r::nhwc_to_nchw(&y, s[0], s[1], oh, ow),
+                g.tensor(case, "y").u8(),
+            )
         }
         "adaptive_avg_pool2d" => {
             assert_eq!(p["layout"].as_str(), Some("nhwc"));
@@ -116,7 +119,10 @@ fn run_case(g: &Golden, case: &serde_json::Value, mode: Accumulation) -> (Vec<u8
             let xn = r::nchw_to_nhwc(&x.u8(), s[0], s[1], s[2], s[3]);
             let zp = qparams(&p["input"]).zero_point;
             let y = r::adaptive_avg_pool2d_nhwc(&xn, s[0], s[2], s[3], s[1], oh, ow, zp);
-            (r::nhwc_to_nchw(&y, s[0], s[1], oh, ow), g.tensor(case, "y").u8())
+            (
+                r::nhwc_to_nchw(&y, s[0], s[1], oh, ow),
+                g.tensor(case, "y").u8(),
+            )
         }
         other => panic!("{}: unknown golden op {other:?}", name(case)),
     }
@@ -125,7 +131,9 @@ fn run_case(g: &Golden, case: &serde_json::Value, mode: Accumulation) -> (Vec<u8
 /// The expected conv output in `mode`: cases flagged `fbgemm_i16_saturation` hold PyTorch's
 /// saturated result in `y` and the exact one in `y_exact`.
 fn expected_conv_output(g: &Golden, case: &serde_json::Value, mode: Accumulation) -> Vec<u8> {
-    let sat = case["params"]["fbgemm_i16_saturation"].as_bool().unwrap_or(false);
+    let sat = case["params"]["fbgemm_i16_saturation"]
+        .as_bool()
+        .unwrap_or(false);
     if sat && mode == Accumulation::Exact {
         g.tensor(case, "y_exact").u8()
     } else {
@@ -149,7 +157,9 @@ fn every_golden_case_matches_reference() {
     let mut per_op = std::collections::BTreeMap::<String, usize>::new();
     for case in &g.cases {
         let op = case["op"].as_str().unwrap().to_string();
-        let sat = case["params"]["fbgemm_i16_saturation"].as_bool().unwrap_or(false);
+        let sat = case["params"]["fbgemm_i16_saturation"]
+            .as_bool()
+            .unwrap_or(false);
         // Saturating cases: exact mode vs y_exact, both saturating modes vs y.
         // Every other conv must be unaffected by SaturateDepthwise (golden y came from a VNNI CPU).
         let modes: &[Accumulation] = match op.as_str() {
@@ -165,13 +175,22 @@ fn every_golden_case_matches_reference() {
             let (got, want) = run_case(&g, case, mode);
             assert_eq!(got.len(), want.len(), "{} ({mode:?}): length", name(case));
             let bad = got.iter().zip(&want).filter(|(a, b)| a != b).count();
-            assert_eq!(bad, 0, "{} ({mode:?}): {bad} of {} elements differ", name(case), want.len());
+            assert_eq!(
+                bad,
+                0,
+                "{} ({mode:?}): {bad} of {} elements differ",
+                name(case),
+                want.len()
+            );
             assert_eq!(got, want, "{} ({mode:?})", name(case));
             checked += 1;
         }
         *per_op.entry(op).or_default() += 1;
     }
-    println!("golden: {} cases, {checked} case×mode checks, all bytes equal: {per_op:?}", g.cases.len());
+    println!(
+        "golden: {} cases, {checked} case×mode checks, all bytes equal: {per_op:?}",
+        g.cases.len()
+    );
 }
 
 #[test]
@@ -185,7 +204,12 @@ fn saturating_cases_differ_between_modes() {
         .collect();
     assert_eq!(sat.len(), 2);
     for case in sat {
-        assert_ne!(g.tensor(case, "y").u8(), g.tensor(case, "y_exact").u8(), "{}", name(case));
+        assert_ne!(
+            g.tensor(case, "y").u8(),
+            g.tensor(case, "y_exact").u8(),
+            "{}",
+            name(case)
+        );
     }
 }
 
@@ -205,7 +229,11 @@ fn add_ties_need_the_tail_rule() {
         let all_scalar: Vec<u8> = (0..a.len())
             .map(|i| r::ops::add_element_scalar(a[i], qa, b[i], qb, qo, relu))
             .collect();
-        assert!(all_vector != y || all_scalar != y, "{}: ties not exercised", name(case));
+        assert!(
+            all_vector != y || all_scalar != y,
+            "{}: ties not exercised",
+            name(case)
+        );
         assert_eq!(r::add(&a, qa, &b, qb, qo, relu), y, "{}", name(case));
     }
 }

@@ -149,7 +149,9 @@ pub fn resolve_forced(value: &str) -> Result<Isa, String> {
     if isa.is_supported() {
         Ok(isa)
     } else {
-        Err(format!("QKERNELS_ISA={value}: this CPU does not support {isa}"))
+        Err(format!(
+            "QKERNELS_ISA={value}: this CPU does not support {isa}"
+        ))
     }
 }
 

@@ -32,12 +32,24 @@ pub struct Conv2dGeometry {
 impl Conv2dGeometry {
     /// Output height: `(H + 2p − d·(k−1) − 1) / s + 1` (floor), or 0 when the window does not fit.
     pub fn out_h(&self) -> usize {
-        out_extent(self.in_h, self.kernel_h, self.stride_h, self.pad_h, self.dilation_h)
+        out_extent(
+            self.in_h,
+            self.kernel_h,
+            self.stride_h,
+            self.pad_h,
+            self.dilation_h,
+        )
     }
 
     /// Output width, as [`Conv2dGeometry::out_h`].
     pub fn out_w(&self) -> usize {
-        out_extent(self.in_w, self.kernel_w, self.stride_w, self.pad_w, self.dilation_w)
+        out_extent(
+            self.in_w,
+            self.kernel_w,
+            self.stride_w,
+            self.pad_w,
+            self.dilation_w,
+        )
     }
 
     /// Input channels per group.
@@ -57,7 +69,13 @@ impl Conv2dGeometry {
 }
 
 /// `(input + 2·pad − dilation·(kernel−1) − 1) / stride + 1`, 0 when the window never fits.
-pub fn out_extent(input: usize, kernel: usize, stride: usize, pad: usize, dilation: usize) -> usize {
+pub fn out_extent(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+) -> usize {
     let span = dilation * (kernel - 1) + 1;
     let padded = input + 2 * pad;
     if padded < span {
@@ -75,7 +93,7 @@ pub fn depthwise_kernel_applies(g: &Conv2dGeometry) -> bool {
     let k = g.kernel_h;
     g.groups == g.in_c
         && (g.out_c == g.groups || g.out_c == 2 * g.groups)
-        && g.groups % 8 == 0
+        && g.groups.is_multiple_of(8)
         && g.kernel_w == k
         && matches!(k, 3 | 5 | 7)
         && g.stride_h == g.stride_w
@@ -159,9 +177,12 @@ pub fn conv2d_nhwc(
     relu: bool,
     mode: Accumulation,
 ) -> Vec<u8> {
-    assert!(g.groups > 0 && g.in_c % g.groups == 0 && g.out_c % g.groups == 0);
+    assert!(g.groups > 0 && g.in_c.is_multiple_of(g.groups) && g.out_c.is_multiple_of(g.groups));
     assert_eq!(x.len(), g.batch * g.in_h * g.in_w * g.in_c, "input length");
-    assert_eq!(w_oihw.len(), g.out_c * g.in_c_per_group() * g.kernel_h * g.kernel_w);
+    assert_eq!(
+        w_oihw.len(),
+        g.out_c * g.in_c_per_group() * g.kernel_h * g.kernel_w
+    );
     let pad_value = u8::try_from(x_q.zero_point).expect("input zero point must be in 0..=255");
     let (oh, ow) = (g.out_h(), g.out_w());
     let ocg = g.out_c_per_group();

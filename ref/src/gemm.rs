@@ -47,10 +47,9 @@ pub fn sat16(v: i32) -> i32 {
 pub fn dot_u8s8(a: &[u8], w: &[i8], saturate_pairs: bool) -> i32 {
     assert_eq!(a.len(), w.len());
     if !saturate_pairs {
-        return a
-            .iter()
-            .zip(w)
-            .fold(0i32, |acc, (&x, &y)| acc.wrapping_add(i32::from(x) * i32::from(y)));
+        return a.iter().zip(w).fold(0i32, |acc, (&x, &y)| {
+            acc.wrapping_add(i32::from(x) * i32::from(y))
+        });
     }
     let mut acc = 0i32;
     for (pa, pw) in a.chunks(2).zip(w.chunks(2)) {
@@ -78,7 +77,11 @@ pub fn matmul_u8s8s32_ref(
     let mut c = vec![0i32; m * n];
     for i in 0..m {
         for j in 0..n {
-            c[i * n + j] = dot_u8s8(&a[i * k..(i + 1) * k], &w[j * k..(j + 1) * k], saturate_pairs);
+            c[i * n + j] = dot_u8s8(
+                &a[i * k..(i + 1) * k],
+                &w[j * k..(j + 1) * k],
+                saturate_pairs,
+            );
         }
     }
     c
@@ -130,7 +133,10 @@ mod tests {
                 let direct: i32 = (0..k)
                     .map(|t| (i32::from(a[i * k + t]) - za) * (i32::from(w[j * k + t]) - zw[j]))
                     .sum();
-                assert_eq!(zero_point_correction(acc[i * n + j], za, co[j], ro[i], zw[j]), direct);
+                assert_eq!(
+                    zero_point_correction(acc[i * n + j], za, co[j], ro[i], zw[j]),
+                    direct
+                );
             }
         }
     }

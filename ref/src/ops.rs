@@ -122,8 +122,10 @@ pub fn max_pool2d_nhwc(
                     let mut m = 0u8;
                     for ky in 0..p.kernel_h {
                         for kx in 0..p.kernel_w {
-                            let iy = (oy * p.stride_h + ky * p.dilation_h) as isize - p.pad_h as isize;
-                            let ix = (ox * p.stride_w + kx * p.dilation_w) as isize - p.pad_w as isize;
+                            let iy =
+                                (oy * p.stride_h + ky * p.dilation_h) as isize - p.pad_h as isize;
+                            let ix =
+                                (ox * p.stride_w + kx * p.dilation_w) as isize - p.pad_w as isize;
                             if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
                                 m = m.max(x[((b * h + iy as usize) * w + ix as usize) * c + ch]);
                             }

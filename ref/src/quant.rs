@@ -55,7 +55,7 @@ pub fn quantize_i8(x: &[f32], q: QParams) -> Vec<i8> {
 /// Per-channel quantize to qint8 along axis 0 (weights: `x` is `[channels, inner]` row-major).
 pub fn quantize_per_channel_i8(x: &[f32], scales: &[f64], zero_points: &[i32]) -> Vec<i8> {
     let channels = scales.len();
-    assert!(channels > 0 && zero_points.len() == channels && x.len() % channels == 0);
+    assert!(channels > 0 && zero_points.len() == channels && x.len().is_multiple_of(channels));
     let inner = x.len() / channels;
     x.iter()
         .enumerate()
@@ -91,7 +91,7 @@ pub fn dequantize_i8(x: &[i8], q: QParams) -> Vec<f32> {
 /// Per-channel dequantize of qint8 along axis 0: `f32(f64(q - zp_c) * scale_c)`.
 pub fn dequantize_per_channel_i8(x: &[i8], scales: &[f64], zero_points: &[i32]) -> Vec<f32> {
     let channels = scales.len();
-    assert!(channels > 0 && zero_points.len() == channels && x.len() % channels == 0);
+    assert!(channels > 0 && zero_points.len() == channels && x.len().is_multiple_of(channels));
     let inner = x.len() / channels;
     x.iter()
         .enumerate()
@@ -109,13 +109,19 @@ mod tests {
     #[test]
     fn ties_round_to_even_and_zp_after_rounding() {
         let q = QParams::new(1.0, 10);
-        assert_eq!(quantize_u8(&[-0.5, -1.5, 2.5, 0.5, 1.5], q), vec![10, 8, 12, 10, 12]);
+        assert_eq!(
+            quantize_u8(&[-0.5, -1.5, 2.5, 0.5, 1.5], q),
+            vec![10, 8, 12, 10, 12]
+        );
     }
 
     #[test]
     fn non_finite_saturate() {
         let q = QParams::new(0.1, 200);
-        let y = quantize_u8(&[f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e30, -1e30], q);
+        let y = quantize_u8(
+            &[f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e30, -1e30],
+            q,
+        );
         assert_eq!(y, vec![255, 0, 255, 255, 0]);
         let q = QParams::new(0.1, -5);
         let y = quantize_i8(&[f32::INFINITY, f32::NEG_INFINITY, f32::NAN], q);

@@ -60,7 +60,11 @@ impl RequantParams {
             mult,
             bias_acc,
             out_zp: output.zero_point,
-            qmin: if relu { output.zero_point.clamp(0, 255) } else { 0 },
+            qmin: if relu {
+                output.zero_point.clamp(0, 255)
+            } else {
+                0
+            },
             qmax: 255,
         }
     }

@@ -50,7 +50,8 @@ impl Golden {
     pub fn load() -> Golden {
         let json = std::fs::read_to_string(data_path("ops.json")).expect("tests/data/ops.json");
         let cases: Vec<Value> = serde_json::from_str(&json).expect("ops.json parses");
-        let bytes = std::fs::read(data_path("ops.safetensors")).expect("tests/data/ops.safetensors");
+        let bytes =
+            std::fs::read(data_path("ops.safetensors")).expect("tests/data/ops.safetensors");
         Golden { cases, bytes }
     }
 
@@ -60,7 +61,9 @@ impl Golden {
         let key = case["tensors"][role]
             .as_str()
             .unwrap_or_else(|| panic!("case {} has no tensor {role}", case["name"]));
-        let view = st.tensor(key).unwrap_or_else(|e| panic!("tensor {key}: {e}"));
+        let view = st
+            .tensor(key)
+            .unwrap_or_else(|e| panic!("tensor {key}: {e}"));
         Tensor {
             dtype: view.dtype(),
             shape: view.shape().to_vec(),
@@ -107,7 +110,10 @@ pub fn weight_qparams(v: &Value) -> WeightQParams {
 /// A scalar or `[h, w]` pair parameter.
 pub fn pair(v: &Value) -> (usize, usize) {
     match v {
-        Value::Array(a) => (a[0].as_u64().unwrap() as usize, a[1].as_u64().unwrap() as usize),
+        Value::Array(a) => (
+            a[0].as_u64().unwrap() as usize,
+            a[1].as_u64().unwrap() as usize,
+        ),
         _ => {
             let x = v.as_u64().expect("integer parameter") as usize;
             (x, x)

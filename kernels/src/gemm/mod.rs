@@ -105,7 +105,11 @@ pub fn pack_a_ckr<const MR: usize, const KR: usize>(
         for i in 0..MR {
             for t in 0..KR {
                 let k = g * KR + t;
-                dst[(g * MR + i) * KR + t] = if i < rows && k < kc { src[i * lda + k] } else { 0 };
+                dst[(g * MR + i) * KR + t] = if i < rows && k < kc {
+                    src[i * lda + k]
+                } else {
+                    0
+                };
             }
         }
     }
@@ -126,7 +130,11 @@ pub fn pack_b_ckr<const NR: usize, const KR: usize>(
         for j in 0..NR {
             for t in 0..KR {
                 let k = g * KR + t;
-                dst[(g * NR + j) * KR + t] = if j < cols && k < kc { w[j * ldw + k] as u8 } else { 0 };
+                dst[(g * NR + j) * KR + t] = if j < cols && k < kc {
+                    w[j * ldw + k] as u8
+                } else {
+                    0
+                };
             }
         }
     }
@@ -170,15 +178,13 @@ pub fn best_kernel(isa: Isa, saturating: bool) -> &'static GemmKernel {
             .copied()
             .find(|k| k.isa == want && k.saturating == saturating && !k.name.ends_with("_test"))
     };
-    if isa.is_supported() {
-        if let Some(k) = pick(isa) {
-            return k;
-        }
+    if isa.is_supported()
+        && let Some(k) = pick(isa)
+    {
+        return k;
     }
-    if saturating {
-        if let Some(k) = pick(Isa::Scalar) {
-            return k;
-        }
+    if saturating && let Some(k) = pick(Isa::Scalar) {
+        return k;
     }
     pick(Isa::Scalar).expect("scalar kernels exist")
 }

@@ -18,7 +18,7 @@ unsafe fn ukernel_scalar<const MR: usize, const NR: usize, const KR: usize, cons
     nr: usize,
     accumulate: bool,
 ) {
-    debug_assert!(kc % KR == 0 && (1..=MR).contains(&mr) && (1..=NR).contains(&nr));
+    debug_assert!(kc.is_multiple_of(KR) && (1..=MR).contains(&mr) && (1..=NR).contains(&nr));
     // SAFETY: the caller guarantees panels of `kc/KR` groups of MR×KR and NR×KR bytes.
     let a = unsafe { std::slice::from_raw_parts(a, MR * kc) };
     // SAFETY: as above.
