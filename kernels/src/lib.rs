@@ -10,5 +10,6 @@
 
 pub mod gemm;
 pub mod isa;
+pub mod requant;
 
 pub use isa::Isa;
