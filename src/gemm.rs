@@ -18,7 +18,7 @@ use crate::validate::{check_capacity, check_nonzero, check_qparams_u8, check_wei
 use crate::{Error, Isa, QParams, Result, WeightQParams};
 use aligned_vec::{AVec, ConstAlign};
 use qkernels_kernels::gemm::{GemmKernel, best_kernel, gemv_companion};
-use qkernels_kernels::requant::{RequantCols, correct_tile, requant_tile};
+use qkernels_kernels::requant::{Epilogue, RequantCols, correct_tile};
 use qkernels_ref::RequantParams;
 use rayon::prelude::*;
 
@@ -185,6 +185,34 @@ impl PackedWeights {
             )));
         }
         let kernel = best_kernel(opts.isa, opts.saturate_pairs);
+        PackedWeights::with_kernel(w, n, k, wq, bias, kernel)
+    }
+
+    /// Packs `w` for one specific microkernel of `all_kernels()` (benches and tests compare
+    /// tiles with this; the public entry points choose the production kernel).
+    #[doc(hidden)]
+    pub fn with_kernel(
+        w: &[i8],
+        n: usize,
+        k: usize,
+        wq: &WeightQParams,
+        bias: Option<&[f32]>,
+        kernel: &'static GemmKernel,
+    ) -> Result<PackedWeights> {
+        check_nonzero(n, "GEMM N (output channels)")?;
+        check_nonzero(k, "GEMM K (depth)")?;
+        let nk = crate::validate::checked_product(&[n, k], "weights")?;
+        crate::validate::check_len(w.len(), nk, "weights")?;
+        check_weight_qparams(wq, n, "weights")?;
+        if let Some(b) = bias {
+            crate::validate::check_len(b.len(), n, "bias")?;
+        }
+        if !kernel.isa.is_supported() {
+            return Err(Error::Unsupported(format!(
+                "kernel {} needs ISA {}, not supported by this CPU",
+                kernel.name, kernel.isa
+            )));
+        }
         let panel_bytes = (kernel.b_panel_bytes)(k);
         let panels = n.div_ceil(kernel.nr);
         let total = crate::validate::checked_product(&[panels, panel_bytes], "packed weights")?;
@@ -395,6 +423,7 @@ struct Plan<'p> {
     pc: usize,
     /// `a_zp · col_off[j]`.
     col_term: Vec<i32>,
+    epilogue: Epilogue,
     ldc: usize,
 }
 
@@ -475,6 +504,7 @@ fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usiz
             .iter()
             .map(|&c| a_zp.wrapping_mul(c))
             .collect(),
+        epilogue: Epilogue::new(kern.isa),
         ldc,
     };
     let items: Vec<(usize, usize)> = (0..m.div_ceil(plan.mc))
@@ -607,16 +637,11 @@ fn item_u8(
                         cols,
                     )
                 };
-                requant_tile(
-                    kern.isa,
+                plan.epilogue.requant_row(
                     &s.tile[i * nr..][..cols],
-                    nr,
-                    1,
-                    cols,
-                    &s.row_sums[i0 + i..],
+                    s.row_sums[i0 + i],
                     &cols_p,
                     dst,
-                    cols,
                 );
             }
         }

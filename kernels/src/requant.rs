@@ -83,6 +83,68 @@ fn params_in_u8_range(p: &RequantCols<'_>) -> bool {
         && p.qmin <= p.qmax
 }
 
+/// The epilogue implementation chosen once for an ISA (the feature test is done here, not per
+/// row): AVX-512, AVX2 or scalar, all computing the same bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Epilogue {
+    level: Level,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Epilogue {
+    /// The fastest implementation usable for kernels of `isa` on this CPU.
+    pub fn new(isa: Isa) -> Epilogue {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if isa == Isa::Avx512Vnni && isa.is_supported() {
+                return Epilogue {
+                    level: Level::Avx512,
+                };
+            }
+            if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && Isa::Avx2.is_supported() {
+                return Epilogue { level: Level::Avx2 };
+            }
+        }
+        let _ = isa;
+        Epilogue {
+            level: Level::Scalar,
+        }
+    }
+
+    /// Requantizes one row: `out[j] = requant(acc[j] − col_term[j] − row_sum·w_zp[j])` for
+    /// `j < out.len()`.
+    #[inline]
+    pub fn requant_row(&self, acc: &[i32], row_sum: i32, p: &RequantCols<'_>, out: &mut [u8]) {
+        let cols = out.len();
+        assert!(acc.len() >= cols && p.col_term.len() >= cols && p.mult.len() >= cols);
+        assert!(p.w_zp.is_none_or(|z| z.len() >= cols));
+        assert!(p.bias.is_none_or(|b| b.len() >= cols));
+        let rs = [row_sum];
+        match self.level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 if params_in_u8_range(p) => {
+                // SAFETY: `Level::Avx512` is only constructed when AVX-512 is supported; one row
+                // of `cols` elements, lengths asserted above.
+                unsafe { requant_tile_avx512(acc, cols, 1, cols, &rs, p, out, cols) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 | Level::Avx512 if params_in_u8_range(p) => {
+                // SAFETY: both levels imply AVX2 support; lengths asserted above.
+                unsafe { requant_tile_avx2(acc, cols, 1, cols, &rs, p, out, cols) }
+            }
+            _ => requant_tile_scalar(acc, cols, 1, cols, &rs, p, out, cols),
+        }
+    }
+}
+
 /// Requantizes a `rows × cols` i32 tile (`tile[i·ld_tile + j]`) into `out[i·ldc + j]`.
 /// `row_sums[i]` is used only when `p.w_zp` is `Some`. Same bytes on every ISA.
 pub fn requant_tile(
@@ -97,25 +159,15 @@ pub fn requant_tile(
     ldc: usize,
 ) {
     check_shapes(tile, ld_tile, rows, cols, row_sums, out, ldc);
-    assert!(p.col_term.len() >= cols && p.mult.len() >= cols);
-    assert!(p.w_zp.is_none_or(|z| z.len() >= cols));
-    assert!(p.bias.is_none_or(|b| b.len() >= cols));
-    #[cfg(target_arch = "x86_64")]
-    if params_in_u8_range(p) {
-        if isa == Isa::Avx512Vnni && isa.is_supported() {
-            // SAFETY: AVX-512 support checked; shapes asserted above.
-            unsafe { requant_tile_avx512(tile, ld_tile, rows, cols, row_sums, p, out, ldc) };
-            return;
-        }
-        if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && Isa::Avx2.is_supported() {
-            // SAFETY: AVX2 support checked; shapes asserted above.
-            unsafe { requant_tile_avx2(tile, ld_tile, rows, cols, row_sums, p, out, ldc) };
-            return;
-        }
+    let e = Epilogue::new(isa);
+    for i in 0..rows {
+        e.requant_row(
+            &tile[i * ld_tile..][..cols],
+            row_sums[i],
+            p,
+            &mut out[i * ldc..][..cols],
+        );
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = isa;
-    requant_tile_scalar(tile, ld_tile, rows, cols, row_sums, p, out, ldc);
 }
 
 /// Scalar epilogue (the reference formula).

@@ -34,6 +34,8 @@ pub mod scalar;
 pub mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_avx512vnni;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_pack;
 
 use crate::isa::Isa;
 

@@ -5,8 +5,8 @@
 //! operands are widened to i16 *at pack time* and multiplied with `vpmaddwd`, whose pair sum
 //! (≤ 2·255·128 = 65 280) always fits i32: exact for every input, and on Zen 4 / Skylake the same
 //! 32 MAC/cycle peak as the saturating `vpmaddubsw` triple. The cost is twice the operand bytes,
-//! paid in our own packed buffers (B once at prepack, A per block). K interleave is 2 (one i16
-//! pair per `vpmaddwd` lane).
+//! paid in our own packed buffers (B once at prepack, A per block; A panels are row-major u16,
+//! see [`super::x86_pack`]). K interleave is 2 (one i16 pair per `vpmaddwd` lane).
 //!
 //! **Saturating kernel (`6x16c4_sat16`).** fbgemm's AVX2 sequence `vpmaddubsw` → `vpmaddwd(·, 1)`
 //! → `vpaddd`, on the default c4 byte layout: each `vpmaddubsw` lane saturates exactly the pair
@@ -22,36 +22,11 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::{GemmKernel, ckr_panel_bytes, pack_a_ckr, pack_b_ckr};
+use super::x86_pack::{
+    pack_a_rows_u8, pack_a_rows_u16, rows_u8_panel_bytes, rows_u16_panel_bytes,
+};
+use super::{GemmKernel, ckr_panel_bytes, pack_b_ckr};
 use crate::isa::Isa;
-
-/// Packs an A panel for the exact kernels: `MR` rows, K pairs widened to u16.
-///
-/// Layout: `for g in 0..kc/2, for i in 0..MR, for t in 0..2: A[i][2g+t] as u16 (LE)`.
-pub fn pack_a_c2_u16<const MR: usize>(
-    src: &[u8],
-    lda: usize,
-    rows: usize,
-    kc: usize,
-    dst: &mut [u8],
-) {
-    let kp = kc.div_ceil(2) * 2;
-    debug_assert!(rows <= MR);
-    debug_assert_eq!(dst.len(), MR * kp * 2);
-    dst.fill(0);
-    for i in 0..rows {
-        let row = &src[i * lda..i * lda + kc];
-        let mut pairs = row.chunks_exact(2);
-        for (g, p) in pairs.by_ref().enumerate() {
-            let o = (g * MR + i) * 4;
-            dst[o] = p[0];
-            dst[o + 2] = p[1];
-        }
-        if let [last] = pairs.remainder() {
-            dst[((kc / 2) * MR + i) * 4] = *last;
-        }
-    }
-}
 
 /// Packs a B panel for the exact kernels: `NR` columns, K pairs widened to i16.
 ///
@@ -123,6 +98,7 @@ unsafe fn store_row<const NV: usize>(
 //
 //   B (i16 pairs)      ymm12 = W[0..8][2g..2g+2]    ymm13 = W[8..16][2g..2g+2]
 //   A broadcast        ymm14 = (A[i][2g], A[i][2g+1]) as u16, broadcast to every i32 lane
+//                      (row-major u16 A panel: row i at byte 2·i·kc)
 //   accumulators       ymm0  ymm1     row 0   (vacc0x01234567, vacc0x89ABCDEF)
 //                      ymm2  ymm3     row 1
 //                      …              …
@@ -133,7 +109,7 @@ unsafe fn store_row<const NV: usize>(
 /// Exact AVX2 microkernel on the c2 i16 layout (see module docs).
 ///
 /// # Safety
-/// See [`super::GemmUkernel`]; the panels come from [`pack_a_c2_u16::<MR>`] and
+/// See [`super::GemmUkernel`]; the panels come from [`pack_a_rows_u16::<MR>`] and
 /// [`pack_b_c2_i16::<{8·NV}>`]; the CPU supports AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -158,15 +134,16 @@ unsafe fn ukernel_exact<const MR: usize, const NV: usize>(
             *x = unsafe { _mm256_loadu_si256(pb.add(32 * v) as *const __m256i) };
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: one K pair of the A panel is MR·4 bytes, inside the panel.
-            let va = _mm256_set1_epi32(unsafe { (pa.add(4 * i) as *const i32).read_unaligned() });
+            // SAFETY: row `i` of the u16 A panel starts at byte `2·i·kc`; one pair is 4 bytes.
+            let va =
+                _mm256_set1_epi32(unsafe { (pa.add(2 * i * kc) as *const i32).read_unaligned() });
             for (r, x) in row.iter_mut().zip(&vb) {
                 *r = _mm256_add_epi32(*r, _mm256_madd_epi16(va, *x));
             }
         }
         // SAFETY: advancing within (or one past the end of) the panels.
         unsafe {
-            pa = pa.add(4 * MR);
+            pa = pa.add(4);
             pb = pb.add(32 * NV);
         }
     }
@@ -185,7 +162,7 @@ unsafe fn ukernel_exact<const MR: usize, const NV: usize>(
 /// Exact AVX2 single-row kernel, same packed layouts as [`ukernel_exact`] with MR = 1.
 ///
 /// # Safety
-/// See [`super::GemmUkernel`]; panels from [`pack_a_c2_u16::<1>`] / [`pack_b_c2_i16::<{8·NV}>`].
+/// See [`super::GemmUkernel`]; panels from [`pack_a_rows_u16::<1>`] / [`pack_b_c2_i16::<{8·NV}>`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn ukernel_exact_gemv<const NV: usize>(
@@ -249,7 +226,7 @@ unsafe fn ukernel_exact_gemv<const NV: usize>(
 /// fbgemm-compatible saturating AVX2 microkernel on the default c4 layout.
 ///
 /// # Safety
-/// See [`super::GemmUkernel`]; panels from `pack_a_ckr::<MR, 4>` / `pack_b_ckr::<{8·NV}, 4>`;
+/// See [`super::GemmUkernel`]; panels from `pack_a_rows_u8::<MR, 4>` / `pack_b_ckr::<{8·NV}, 4>`;
 /// the CPU supports AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -275,8 +252,8 @@ unsafe fn ukernel_sat16<const MR: usize, const NV: usize>(
             *x = unsafe { _mm256_loadu_si256(pb.add(32 * v) as *const __m256i) };
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: one K group of the A panel is MR·4 bytes, inside the panel.
-            let va = _mm256_set1_epi32(unsafe { (pa.add(4 * i) as *const i32).read_unaligned() });
+            // SAFETY: row `i` of the A panel starts at `i·kc`; 4 bytes of it at this K group.
+            let va = _mm256_set1_epi32(unsafe { (pa.add(i * kc) as *const i32).read_unaligned() });
             for (r, x) in row.iter_mut().zip(&vb) {
                 let t = _mm256_maddubs_epi16(va, *x);
                 *r = _mm256_add_epi32(*r, _mm256_madd_epi16(t, ones));
@@ -284,7 +261,7 @@ unsafe fn ukernel_sat16<const MR: usize, const NV: usize>(
         }
         // SAFETY: advancing within (or one past the end of) the panels.
         unsafe {
-            pa = pa.add(4 * MR);
+            pa = pa.add(4);
             pb = pb.add(32 * NV);
         }
     }
@@ -303,9 +280,9 @@ pub static U8S8S32_GEMM_AVX2_6X16C2: GemmKernel = GemmKernel {
     mr: 6,
     nr: 16,
     kr: 2,
-    pack_a: pack_a_c2_u16::<6>,
+    pack_a: pack_a_rows_u16::<6>,
     pack_b: pack_b_c2_i16::<16>,
-    a_panel_bytes: c2_i16_panel_bytes::<6>,
+    a_panel_bytes: rows_u16_panel_bytes::<6>,
     b_panel_bytes: c2_i16_panel_bytes::<16>,
     ukernel: ukernel_exact::<6, 2>,
 };
@@ -319,9 +296,9 @@ pub static U8S8S32_GEMM_AVX2_1X16C2: GemmKernel = GemmKernel {
     mr: 1,
     nr: 16,
     kr: 2,
-    pack_a: pack_a_c2_u16::<1>,
+    pack_a: pack_a_rows_u16::<1>,
     pack_b: pack_b_c2_i16::<16>,
-    a_panel_bytes: c2_i16_panel_bytes::<1>,
+    a_panel_bytes: rows_u16_panel_bytes::<1>,
     b_panel_bytes: c2_i16_panel_bytes::<16>,
     ukernel: ukernel_exact_gemv::<2>,
 };
@@ -335,9 +312,9 @@ pub static U8S8S32_GEMM_AVX2_6X16C4_SAT16: GemmKernel = GemmKernel {
     mr: 6,
     nr: 16,
     kr: 4,
-    pack_a: pack_a_ckr::<6, 4>,
+    pack_a: pack_a_rows_u8::<6, 4>,
     pack_b: pack_b_ckr::<16, 4>,
-    a_panel_bytes: ckr_panel_bytes::<6, 4>,
+    a_panel_bytes: rows_u8_panel_bytes::<6, 4>,
     b_panel_bytes: ckr_panel_bytes::<16, 4>,
     ukernel: ukernel_sat16::<6, 2>,
 };
@@ -351,9 +328,9 @@ pub static U8S8S32_GEMM_AVX2_1X16C4_SAT16: GemmKernel = GemmKernel {
     mr: 1,
     nr: 16,
     kr: 4,
-    pack_a: pack_a_ckr::<1, 4>,
+    pack_a: pack_a_rows_u8::<1, 4>,
     pack_b: pack_b_ckr::<16, 4>,
-    a_panel_bytes: ckr_panel_bytes::<1, 4>,
+    a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
     b_panel_bytes: ckr_panel_bytes::<16, 4>,
     ukernel: ukernel_sat16::<1, 2>,
 };

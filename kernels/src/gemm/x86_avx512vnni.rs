@@ -2,9 +2,10 @@
 //!
 //! **Exact kernels.** `vpdpbusd` multiplies 4 u8 × 4 i8 and adds the four products to an i32 lane
 //! with a wrapping add and no intermediate saturation (unlike `vpdpbusds` or `vpmaddubsw`): the
-//! exact library contract, 64 MAC per zmm instruction. The operands use the default c4 byte
-//! layout (see [`super`]): per K group of 4, the B panel holds `NR` columns × 4 bytes = `NR/16`
-//! zmm vectors and each A row is one broadcast i32. Zen 4 executes zmm `vpdpbusd` at 1/cycle
+//! exact library contract, 64 MAC per zmm instruction. B uses the default c4 byte layout (see
+//! [`super`]): per K group of 4, the B panel holds `NR` columns × 4 bytes = `NR/16` zmm vectors.
+//! A panels are row-major ([`super::x86_pack`]): each A row contributes one broadcast i32 per
+//! K group. Zen 4 executes zmm `vpdpbusd` at 1/cycle
 //! (latency ≈ 4), so any tile with ≥ 8 accumulators is latency-safe; the production tile is
 //! chosen by measurement (see `docs/performance.md`).
 //!
@@ -21,7 +22,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::{GemmKernel, ckr_panel_bytes, pack_a_ckr, pack_b_ckr};
+use super::x86_pack::{pack_a_rows_u8, rows_u8_panel_bytes};
+use super::{GemmKernel, ckr_panel_bytes, pack_b_ckr};
 use crate::isa::Isa;
 
 /// Writes (or adds) one row of `NV` zmm accumulators to `c[0..nr]` with masked stores.
@@ -81,7 +83,7 @@ unsafe fn madd4<const SAT: bool>(acc: __m512i, va: __m512i, vb: __m512i, ones: _
 // Register allocation, MR = 8, NV = 2 (NR = 32), per K group g of 4:
 //
 //   B (c4 bytes)    zmm16 = W[0..16][4g..4g+4]     zmm17 = W[16..32][4g..4g+4]
-//   A broadcast     zmm18 = A[i][4g..4g+4] in every i32 lane (or an embedded {1to16} operand)
+//   A broadcast     zmm18 = A[i][4g..4g+4] in every i32 lane (row-major A panel: row i at i·kc)
 //   accumulators    zmm0  zmm1    row 0   (vacc0x0…F, vacc0x10…1F)
 //                   zmm2  zmm3    row 1
 //                   …             …
@@ -95,8 +97,8 @@ unsafe fn madd4<const SAT: bool>(acc: __m512i, va: __m512i, vb: __m512i, ones: _
 /// AVX-512 microkernel on the default c4 layout, `MR × 16·NV` tile.
 ///
 /// # Safety
-/// See [`super::GemmUkernel`]; panels from `pack_a_ckr::<MR, 4>` / `pack_b_ckr::<{16·NV}, 4>`;
-/// the CPU supports AVX-512 F/BW/VL/VNNI.
+/// See [`super::GemmUkernel`]; panels from `pack_a_rows_u8::<MR, 4>` (row-major A, row `i` at
+/// `i·kc`) / `pack_b_ckr::<{16·NV}, 4>`; the CPU supports AVX-512 F/BW/VL/VNNI.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn ukernel_zmm<const MR: usize, const NV: usize, const SAT: bool>(
@@ -121,8 +123,8 @@ unsafe fn ukernel_zmm<const MR: usize, const NV: usize, const SAT: bool>(
             *x = unsafe { _mm512_loadu_si512(pb.add(64 * v) as *const __m512i) };
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: one K group of the A panel is MR·4 bytes, inside the panel.
-            let va = _mm512_set1_epi32(unsafe { (pa.add(4 * i) as *const i32).read_unaligned() });
+            // SAFETY: row `i` of the A panel starts at `i·kc`; 4 bytes of it at this K group.
+            let va = _mm512_set1_epi32(unsafe { (pa.add(i * kc) as *const i32).read_unaligned() });
             for (r, x) in row.iter_mut().zip(&vb) {
                 // SAFETY: this kernel runs with AVX-512 F/BW/VNNI.
                 *r = unsafe { madd4::<SAT>(*r, va, *x, ones) };
@@ -130,7 +132,7 @@ unsafe fn ukernel_zmm<const MR: usize, const NV: usize, const SAT: bool>(
         }
         // SAFETY: advancing within (or one past the end of) the panels.
         unsafe {
-            pa = pa.add(4 * MR);
+            pa = pa.add(4);
             pb = pb.add(64 * NV);
         }
     }
@@ -149,7 +151,7 @@ unsafe fn ukernel_zmm<const MR: usize, const NV: usize, const SAT: bool>(
 /// AVX-512 single-row kernel; same packed-B layout as [`ukernel_zmm`] with `NV` vectors.
 ///
 /// # Safety
-/// See [`super::GemmUkernel`]; panels from `pack_a_ckr::<1, 4>` / `pack_b_ckr::<{16·NV}, 4>`;
+/// See [`super::GemmUkernel`]; panels from `pack_a_rows_u8::<1, 4>` / `pack_b_ckr::<{16·NV}, 4>`;
 /// the CPU supports AVX-512 F/BW/VL/VNNI.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -223,9 +225,9 @@ macro_rules! zmm_kernel {
             mr: $mr,
             nr: 16 * $nv,
             kr: 4,
-            pack_a: pack_a_ckr::<$mr, 4>,
+            pack_a: pack_a_rows_u8::<$mr, 4>,
             pack_b: pack_b_ckr::<{ 16 * $nv }, 4>,
-            a_panel_bytes: ckr_panel_bytes::<$mr, 4>,
+            a_panel_bytes: rows_u8_panel_bytes::<$mr, 4>,
             b_panel_bytes: ckr_panel_bytes::<{ 16 * $nv }, 4>,
             ukernel: ukernel_zmm::<$mr, $nv, $sat>,
         };
@@ -274,9 +276,9 @@ pub static U8S8S32_GEMM_AVX512VNNI_1X32C4: GemmKernel = GemmKernel {
     mr: 1,
     nr: 32,
     kr: 4,
-    pack_a: pack_a_ckr::<1, 4>,
+    pack_a: pack_a_rows_u8::<1, 4>,
     pack_b: pack_b_ckr::<32, 4>,
-    a_panel_bytes: ckr_panel_bytes::<1, 4>,
+    a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
     b_panel_bytes: ckr_panel_bytes::<32, 4>,
     ukernel: ukernel_zmm_gemv::<2, false>,
 };
@@ -290,9 +292,9 @@ pub static U8S8S32_GEMM_AVX512VNNI_1X32C4_SAT16: GemmKernel = GemmKernel {
     mr: 1,
     nr: 32,
     kr: 4,
-    pack_a: pack_a_ckr::<1, 4>,
+    pack_a: pack_a_rows_u8::<1, 4>,
     pack_b: pack_b_ckr::<32, 4>,
-    a_panel_bytes: ckr_panel_bytes::<1, 4>,
+    a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
     b_panel_bytes: ckr_panel_bytes::<32, 4>,
     ukernel: ukernel_zmm_gemv::<2, true>,
 };
