@@ -627,23 +627,21 @@ fn item_u8(
                 qmin: rq.qmin,
                 qmax: rq.qmax,
             };
-            for i in 0..r {
-                // SAFETY: row `row0+i0+i < M`, columns `j0 .. j0+cols ≤ N ≤ ldc`: inside the
-                // output validated by `check_out`; this (row, column-range) pair belongs to this
-                // work item only, so the slice aliases nothing.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        base.0.add((row0 + i0 + i) * plan.ldc + j0),
-                        cols,
-                    )
-                };
-                plan.epilogue.requant_row(
-                    &s.tile[i * nr..][..cols],
-                    s.row_sums[i0 + i],
+            // SAFETY: rows `row0+i0 .. +r` (< M) × columns `j0 .. j0+cols` (≤ N ≤ ldc) are
+            // inside the output validated by `check_out`, and belong to this work item only (no
+            // other item and no reference touches them during the call).
+            unsafe {
+                plan.epilogue.requant_tile_raw(
+                    &s.tile,
+                    nr,
+                    r,
+                    cols,
+                    &s.row_sums[i0..],
                     &cols_p,
-                    dst,
-                );
-            }
+                    base.0.add((row0 + i0) * plan.ldc + j0),
+                    plan.ldc,
+                )
+            };
         }
     }
 }

@@ -124,23 +124,55 @@ impl Epilogue {
     #[inline]
     pub fn requant_row(&self, acc: &[i32], row_sum: i32, p: &RequantCols<'_>, out: &mut [u8]) {
         let cols = out.len();
-        assert!(acc.len() >= cols && p.col_term.len() >= cols && p.mult.len() >= cols);
+        // SAFETY: `out` is an exclusive slice of `cols` bytes: one row.
+        unsafe { self.requant_tile_raw(acc, cols, 1, cols, &[row_sum], p, out.as_mut_ptr(), cols) }
+    }
+
+    /// Requantizes a `rows × cols` tile (`tile[i·ld_tile + j]`) into `out[i·ldc + j]` (one call
+    /// per microkernel tile: the checks and the dispatch are paid once per tile).
+    ///
+    /// # Safety
+    /// `out` is valid for writes of `out[i·ldc + j]` for `i < rows`, `j < cols`, and no live
+    /// reference covers those bytes during the call. (All other inputs are checked.)
+    #[inline]
+    pub unsafe fn requant_tile_raw(
+        &self,
+        tile: &[i32],
+        ld_tile: usize,
+        rows: usize,
+        cols: usize,
+        row_sums: &[i32],
+        p: &RequantCols<'_>,
+        out: *mut u8,
+        ldc: usize,
+    ) {
+        assert!(cols <= ld_tile && row_sums.len() >= rows);
+        assert!(rows == 0 || tile.len() >= (rows - 1) * ld_tile + cols);
+        assert!(p.col_term.len() >= cols && p.mult.len() >= cols);
         assert!(p.w_zp.is_none_or(|z| z.len() >= cols));
         assert!(p.bias.is_none_or(|b| b.len() >= cols));
-        let rs = [row_sum];
         match self.level {
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 if params_in_u8_range(p) => {
-                // SAFETY: `Level::Avx512` is only constructed when AVX-512 is supported; one row
-                // of `cols` elements, lengths asserted above.
-                unsafe { requant_tile_avx512(acc, cols, 1, cols, &rs, p, out, cols) }
+                // SAFETY: `Level::Avx512` is only constructed when AVX-512 is supported; input
+                // lengths asserted above; `out` per this fn's contract.
+                unsafe { requant_tile_avx512(tile, ld_tile, rows, cols, row_sums, p, out, ldc) }
             }
             #[cfg(target_arch = "x86_64")]
             Level::Avx2 | Level::Avx512 if params_in_u8_range(p) => {
-                // SAFETY: both levels imply AVX2 support; lengths asserted above.
-                unsafe { requant_tile_avx2(acc, cols, 1, cols, &rs, p, out, cols) }
+                // SAFETY: both levels imply AVX2 support; as above.
+                unsafe { requant_tile_avx2(tile, ld_tile, rows, cols, row_sums, p, out, ldc) }
             }
-            _ => requant_tile_scalar(acc, cols, 1, cols, &rs, p, out, cols),
+            _ => {
+                for i in 0..rows {
+                    for j in 0..cols {
+                        let wz = p.w_zp.map_or(0, |z| z[j]);
+                        let raw = correct(tile[i * ld_tile + j], p.col_term[j], row_sums[i], wz);
+                        // SAFETY: `i < rows`, `j < cols`: inside the caller's output.
+                        unsafe { *out.add(i * ldc + j) = requant_one(raw, j, p) };
+                    }
+                }
+            }
         }
     }
 }
@@ -159,14 +191,18 @@ pub fn requant_tile(
     ldc: usize,
 ) {
     check_shapes(tile, ld_tile, rows, cols, row_sums, out, ldc);
-    let e = Epilogue::new(isa);
-    for i in 0..rows {
-        e.requant_row(
-            &tile[i * ld_tile..][..cols],
-            row_sums[i],
+    // SAFETY: `out` is an exclusive slice holding `(rows−1)·ldc + cols` bytes (checked).
+    unsafe {
+        Epilogue::new(isa).requant_tile_raw(
+            tile,
+            ld_tile,
+            rows,
+            cols,
+            row_sums,
             p,
-            &mut out[i * ldc..][..cols],
-        );
+            out.as_mut_ptr(),
+            ldc,
+        )
     }
 }
 
@@ -230,7 +266,9 @@ pub fn correct_tile(
 /// AVX-512 epilogue, 16 columns per vector, masked tails.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL supported; shapes as asserted by [`requant_tile`]; params in u8 range.
+/// AVX-512 F/BW/VL supported; `tile`, `row_sums` and the column slices hold `rows × cols`
+/// (checked by the callers); `out` is valid for writes of `out[i·ldc + j]`, `i < rows`,
+/// `j < cols`, and nothing else references those bytes; params in u8 range.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn requant_tile_avx512(
@@ -240,7 +278,7 @@ unsafe fn requant_tile_avx512(
     cols: usize,
     row_sums: &[i32],
     p: &RequantCols<'_>,
-    out: &mut [u8],
+    out: *mut u8,
     ldc: usize,
 ) {
     let lo = _mm512_set1_ps((p.qmin - p.out_zp) as f32);
@@ -249,7 +287,8 @@ unsafe fn requant_tile_avx512(
     for i in 0..rows {
         let rs = _mm512_set1_epi32(row_sums[i]);
         let src = tile[i * ld_tile..][..cols].as_ptr();
-        let dst = out[i * ldc..][..cols].as_mut_ptr();
+        // SAFETY: row `i < rows` of the caller's output (contract of this fn).
+        let dst = unsafe { out.add(i * ldc) };
         let mut j = 0;
         while j < cols {
             let n = (cols - j).min(16);
@@ -287,7 +326,7 @@ unsafe fn requant_tile_avx512(
 /// AVX2 epilogue, 8 columns per vector, scalar (reference-formula) tail.
 ///
 /// # Safety
-/// AVX2 supported; shapes as asserted by [`requant_tile`]; params in u8 range.
+/// AVX2 supported; otherwise as [`requant_tile_avx512`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn requant_tile_avx2(
@@ -297,7 +336,7 @@ unsafe fn requant_tile_avx2(
     cols: usize,
     row_sums: &[i32],
     p: &RequantCols<'_>,
-    out: &mut [u8],
+    out: *mut u8,
     ldc: usize,
 ) {
     let lo = _mm256_set1_ps((p.qmin - p.out_zp) as f32);
@@ -307,7 +346,8 @@ unsafe fn requant_tile_avx2(
     for i in 0..rows {
         let rs = _mm256_set1_epi32(row_sums[i]);
         let src = tile[i * ld_tile..][..cols].as_ptr();
-        let dst = out[i * ldc..][..cols].as_mut_ptr();
+        // SAFETY: row `i < rows` of the caller's output (contract of this fn).
+        let dst = unsafe { out.add(i * ldc) };
         for j in (0..full).step_by(8) {
             // SAFETY: `j + 8 ≤ cols`: every 8-lane load/store is inside its row or column slice.
             unsafe {
@@ -337,7 +377,8 @@ unsafe fn requant_tile_avx2(
         for j in full..cols {
             let wz = p.w_zp.map_or(0, |z| z[j]);
             let raw = correct(tile[i * ld_tile + j], p.col_term[j], row_sums[i], wz);
-            out[i * ldc + j] = requant_one(raw, j, p);
+            // SAFETY: `j < cols` in row `i < rows` of the caller's output.
+            unsafe { *dst.add(j) = requant_one(raw, j, p) };
         }
     }
 }

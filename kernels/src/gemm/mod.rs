@@ -170,6 +170,7 @@ pub fn all_kernels() -> Vec<&'static GemmKernel> {
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_14X32C4,
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_6X64C4,
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_1X32C4,
+        &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_1X64C4,
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_8X32C4_SAT16,
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_1X32C4_SAT16,
     ]);
@@ -193,7 +194,7 @@ fn production(isa: Isa, saturating: bool) -> Option<&'static GemmKernel> {
             (Isa::Avx2, false) => return Some(&x86_avx2::U8S8S32_GEMM_AVX2_6X16C2),
             (Isa::Avx2, true) => return Some(&x86_avx2::U8S8S32_GEMM_AVX2_6X16C4_SAT16),
             (Isa::Avx512Vnni, false) => {
-                return Some(&x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_8X32C4);
+                return Some(&x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_6X64C4);
             }
             (Isa::Avx512Vnni, true) => {
                 return Some(&x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_8X32C4_SAT16);
@@ -264,6 +265,14 @@ mod tests {
                 if isa.is_supported() && isa != Isa::Scalar {
                     #[cfg(target_arch = "x86_64")]
                     assert_eq!(k.isa, isa, "{isa} sat={sat} should have its own kernel");
+                }
+                #[cfg(target_arch = "x86_64")]
+                if k.isa != Isa::Scalar {
+                    assert!(
+                        gemv_companion(k).is_some(),
+                        "{} has no GEMV companion",
+                        k.name
+                    );
                 }
                 if let Some(g) = gemv_companion(k) {
                     assert_eq!((g.mr, g.nr, g.kr, g.isa), (1, k.nr, k.kr, k.isa));

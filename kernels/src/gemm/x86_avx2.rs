@@ -22,9 +22,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::x86_pack::{
-    pack_a_rows_u8, pack_a_rows_u16, rows_u8_panel_bytes, rows_u16_panel_bytes,
-};
+use super::x86_pack::{pack_a_rows_u8, pack_a_rows_u16, rows_u8_panel_bytes, rows_u16_panel_bytes};
 use super::{GemmKernel, ckr_panel_bytes, pack_b_ckr};
 use crate::isa::Isa;
 

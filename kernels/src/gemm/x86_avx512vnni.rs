@@ -92,6 +92,8 @@ unsafe fn madd4<const SAT: bool>(acc: __m512i, va: __m512i, vb: __m512i, ones: _
 //   acc[i][v] = vpdpbusd(acc[i][v], A_i, B_v)       16 vpdpbusd per 4 K (1024 MAC)
 //   sat16: t = vpmaddubsw(A_i, B_v); acc += vpmaddwd(t, ones = zmm19)
 //
+// MR = 6, NV = 4 (6 × 64, production): zmm0–zmm23 accumulators (row i: zmm4i … zmm4i+3),
+// zmm24–zmm27 B, zmm28 A broadcast; 24 vpdpbusd per 6 broadcasts + 4 B loads.
 // MR = 14 (fbgemm's tile) uses zmm0–zmm27 for accumulators, two B and one broadcast register.
 //
 /// AVX-512 microkernel on the default c4 layout, `MR × 16·NV` tile.
@@ -251,7 +253,8 @@ zmm_kernel!(
     false
 );
 zmm_kernel!(
-    /// Exact VNNI kernel, 6 × 64 tile (24 zmm accumulators, 4 B vectors per K group).
+    /// Exact VNNI kernel, 6 × 64 tile (24 zmm accumulators, 4 B vectors per K group): the
+    /// production tile (fewest broadcasts and stores per MAC; ResNet's N are multiples of 64).
     U8S8S32_GEMM_AVX512VNNI_6X64C4,
     "u8s8s32_gemm_avx512vnni_6x64c4",
     6,
@@ -281,6 +284,22 @@ pub static U8S8S32_GEMM_AVX512VNNI_1X32C4: GemmKernel = GemmKernel {
     a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
     b_panel_bytes: ckr_panel_bytes::<32, 4>,
     ukernel: ukernel_zmm_gemv::<2, false>,
+};
+
+/// Exact VNNI GEMV kernel (M = 1); packed B identical to the `…x64c4` tiles.
+#[cfg(target_arch = "x86_64")]
+pub static U8S8S32_GEMM_AVX512VNNI_1X64C4: GemmKernel = GemmKernel {
+    name: "u8s8s32_gemm_avx512vnni_1x64c4",
+    isa: Isa::Avx512Vnni,
+    saturating: false,
+    mr: 1,
+    nr: 64,
+    kr: 4,
+    pack_a: pack_a_rows_u8::<1, 4>,
+    pack_b: pack_b_ckr::<64, 4>,
+    a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
+    b_panel_bytes: ckr_panel_bytes::<64, 4>,
+    ukernel: ukernel_zmm_gemv::<4, false>,
 };
 
 /// Saturating AVX-512BW GEMV kernel (M = 1); packed B identical to `…_8x32c4_sat16`.
