@@ -17,7 +17,7 @@
 use crate::validate::{check_capacity, check_nonzero, check_qparams_u8, check_weight_qparams};
 use crate::{Error, Isa, QParams, Result, WeightQParams};
 use aligned_vec::{AVec, ConstAlign};
-use qkernels_kernels::gemm::{GemmKernel, best_kernel, gemv_companion};
+use qkernels_kernels::gemm::{GemmKernel, a_is_row_major_u8, best_kernel, gemv_companion};
 use qkernels_kernels::requant::{Epilogue, RequantCols, correct_tile};
 use qkernels_ref::RequantParams;
 use rayon::prelude::*;
@@ -424,12 +424,25 @@ struct Plan<'p> {
     /// `a_zp · col_off[j]`.
     col_term: Vec<i32>,
     epilogue: Epilogue,
+    /// The kernel reads row-major u8 A panels: full panels of a matrix with `lda == K == kp`
+    /// are read in place, streamed rows are filled straight into the panel.
+    a_rows: bool,
     ldc: usize,
+}
+
+/// Where A panel `ip` of the current block lives.
+#[derive(Clone, Copy)]
+enum PanelAt {
+    /// Offset into `Scratch::packed_a`.
+    Packed(usize),
+    /// Offset into the source matrix (a full panel read in place).
+    Source(usize),
 }
 
 /// Per-thread scratch, reused across the work items a thread runs.
 struct Scratch {
     packed_a: AVec<u8, ConstAlign<64>>,
+    panels: Vec<PanelAt>,
     rowbuf: Vec<u8>,
     row_sums: Vec<i32>,
     tile: Vec<i32>,
@@ -441,7 +454,8 @@ impl Scratch {
         let panels = plan.mc / kern.mr;
         Scratch {
             packed_a: AVec::from_iter(64, std::iter::repeat_n(0u8, panels * plan.a_panel)),
-            rowbuf: if plan.a.as_matrix().is_some() {
+            panels: Vec::with_capacity(panels),
+            rowbuf: if plan.a.as_matrix().is_some() || plan.a_rows {
                 Vec::new()
             } else {
                 vec![0u8; kern.mr * plan.pw.k]
@@ -505,6 +519,7 @@ fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usiz
             .map(|&c| a_zp.wrapping_mul(c))
             .collect(),
         epilogue: Epilogue::new(kern.isa),
+        a_rows: a_is_row_major_u8(kern),
         ldc,
     };
     let items: Vec<(usize, usize)> = (0..m.div_ceil(plan.mc))
@@ -544,25 +559,50 @@ fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usiz
 }
 
 /// Packs the A rows `row0 .. row0 + rows` into `s.packed_a` (and their sums into
-/// `s.row_sums` when a weight zero point is non-zero).
+/// `s.row_sums` when a weight zero point is non-zero), or records where a panel can be read in
+/// place.
 fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
     let kern = plan.kern;
     let (k, mr) = (plan.pw.k, kern.mr);
     let need_sums = plan.pw.any_w_zp;
-    for (p, dst) in s.packed_a[..rows.div_ceil(mr) * plan.a_panel]
-        .chunks_mut(plan.a_panel)
-        .enumerate()
-    {
+    s.panels.clear();
+    for p in 0..rows.div_ceil(mr) {
         let i0 = p * mr;
         let r = mr.min(rows - i0);
+        let off = p * plan.a_panel;
+        let dst = &mut s.packed_a[off..off + plan.a_panel];
         let (src, lda): (&[u8], usize) = match plan.a.as_matrix() {
-            Some((data, lda)) => (&data[(row0 + i0) * lda..], lda),
+            Some((data, lda)) => {
+                let src = &data[(row0 + i0) * lda..];
+                if plan.a_rows && r == mr && lda == k && k == plan.kp {
+                    s.panels.push(PanelAt::Source((row0 + i0) * lda));
+                } else {
+                    (kern.pack_a)(src, lda, r, k, dst);
+                    s.panels.push(PanelAt::Packed(off));
+                }
+                (src, lda)
+            }
+            None if plan.a_rows => {
+                // Rows straight into the panel (row stride kp), then the zero padding.
+                let kp = plan.kp;
+                plan.a.fill(row0 + i0, r, 0, k, dst, kp);
+                for (i, row) in dst.chunks_exact_mut(kp).enumerate() {
+                    if i < r {
+                        row[k..].fill(0);
+                    } else {
+                        row.fill(0);
+                    }
+                }
+                s.panels.push(PanelAt::Packed(off));
+                (&s.packed_a[off..off + plan.a_panel], kp)
+            }
             None => {
                 plan.a.fill(row0 + i0, r, 0, k, &mut s.rowbuf, k);
+                (kern.pack_a)(&s.rowbuf, k, r, k, dst);
+                s.panels.push(PanelAt::Packed(off));
                 (&s.rowbuf, k)
             }
         };
-        (kern.pack_a)(src, lda, r, k, dst);
         if need_sums {
             for i in 0..r {
                 s.row_sums[i0 + i] = src[i * lda..][..k].iter().map(|&v| i32::from(v)).sum();
@@ -578,11 +618,21 @@ fn tile(plan: &Plan<'_>, s: &mut Scratch, rows: usize, ip: usize, p: usize) -> (
     let (mr, nr) = (kern.mr, kern.nr);
     let r = mr.min(rows - ip * mr);
     let cols = nr.min(plan.pw.n - p * nr);
-    let ap = &s.packed_a[ip * plan.a_panel..][..plan.a_panel];
+    let ap = match s.panels[ip] {
+        PanelAt::Packed(off) => &s.packed_a[off..off + plan.a_panel],
+        PanelAt::Source(off) => {
+            let (data, _) = plan
+                .a
+                .as_matrix()
+                .expect("in-place panels come from a matrix");
+            &data[off..off + plan.a_panel]
+        }
+    };
     let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
     debug_assert_eq!(bp.len(), (kern.b_panel_bytes)(plan.pw.k));
-    // SAFETY: `ap`/`bp` are whole panels packed by this kernel's packers for K = `pw.k` (`kp` is
-    // K rounded to KR; the GEMV companion shares `pack_b` with the packing kernel); `s.tile`
+    // SAFETY: `ap`/`bp` are whole panels in this kernel's layouts for K = `pw.k` (`kp` is K
+    // rounded to KR; an in-place A panel is MR full rows of kp = K = lda bytes, exactly what
+    // `pack_a` would produce for a row-major kernel, checked by `a_is_row_major_u8`; the GEMV companion shares `pack_b` with the packing kernel); `s.tile`
     // holds MR×NR i32 with row stride NR; `1 ≤ r ≤ MR`, `1 ≤ cols ≤ NR`; the kernel's ISA was
     // checked when the weights were packed.
     unsafe {

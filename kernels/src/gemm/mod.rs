@@ -207,6 +207,18 @@ fn production(isa: Isa, saturating: bool) -> Option<&'static GemmKernel> {
     })
 }
 
+/// Whether `kernel`'s A panel is `MR` rows of `kc` bytes, row-major, verbatim (see
+/// `x86_pack::a_is_row_major_u8`): the driver may then read full panels in place.
+pub fn a_is_row_major_u8(kernel: &GemmKernel) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return x86_pack::a_is_row_major_u8(kernel);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kernel;
+        false
+    }
+}
+
 /// The single-row (GEMV, M = 1) companion of a production kernel: a kernel of the same ISA and
 /// accumulation with `mr == 1` that reads **the same packed B** (same `nr`, `kr`, `pack_b`), or
 /// `None` if there is none (the driver then uses `kernel` itself).

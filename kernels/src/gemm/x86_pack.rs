@@ -68,3 +68,44 @@ pub fn pack_a_rows_u16<const MR: usize>(
 pub const fn rows_u16_panel_bytes<const MR: usize>(kc: usize) -> usize {
     MR * kc.div_ceil(2) * 2 * 2
 }
+
+/// Whether `kernel` reads its A panels in the row-major u8 layout of [`pack_a_rows_u8`] (row `i`
+/// at byte `i·kc`, no widening). For such kernels a panel of `MR` full rows of a contiguous
+/// matrix with `lda == kc` *is* the source memory, so the driver can skip packing it, and a
+/// streamed source (im2col) can be written straight into the panel.
+pub fn a_is_row_major_u8(kernel: &super::GemmKernel) -> bool {
+    use super::{x86_avx2 as a2, x86_avx512vnni as v};
+    [
+        &a2::U8S8S32_GEMM_AVX2_6X16C4_SAT16,
+        &a2::U8S8S32_GEMM_AVX2_1X16C4_SAT16,
+        &v::U8S8S32_GEMM_AVX512VNNI_8X32C4,
+        &v::U8S8S32_GEMM_AVX512VNNI_14X32C4,
+        &v::U8S8S32_GEMM_AVX512VNNI_6X64C4,
+        &v::U8S8S32_GEMM_AVX512VNNI_1X32C4,
+        &v::U8S8S32_GEMM_AVX512VNNI_1X64C4,
+        &v::U8S8S32_GEMM_AVX512VNNI_8X32C4_SAT16,
+        &v::U8S8S32_GEMM_AVX512VNNI_1X32C4_SAT16,
+    ]
+    .into_iter()
+    .any(|k| std::ptr::eq(k, kernel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-place claim must match what the packer really produces.
+    #[test]
+    fn row_major_kernels_pack_rows_verbatim() {
+        for k in super::super::all_kernels() {
+            if !a_is_row_major_u8(k) {
+                continue;
+            }
+            let kc = 3 * k.kr;
+            let src: Vec<u8> = (0..k.mr * kc).map(|v| (v * 7 + 1) as u8).collect();
+            let mut dst = vec![0u8; (k.a_panel_bytes)(kc)];
+            (k.pack_a)(&src, kc, k.mr, kc, &mut dst);
+            assert_eq!(dst, src, "{}", k.name);
+        }
+    }
+}
