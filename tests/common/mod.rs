@@ -148,3 +148,334 @@ pub fn conv_geometry(x: &Tensor, w: &Tensor, p: &Value) -> qkernels_ref::Conv2dG
 pub fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
 }
+
+/// An implementation under test: the reference, the public API on one ISA, the C ABI, …
+/// Every golden case is driven through one of these by [`run_case`].
+pub trait Backend {
+    fn quantize_u8(&self, x: &[f32], q: QParams) -> Vec<u8>;
+    fn quantize_i8(&self, x: &[f32], q: QParams) -> Vec<i8>;
+    fn dequantize_u8(&self, x: &[u8], q: QParams) -> Vec<f32>;
+    fn add(
+        &self,
+        a: &[u8],
+        qa: QParams,
+        b: &[u8],
+        qb: QParams,
+        out: QParams,
+        relu: bool,
+    ) -> Vec<u8>;
+    /// NHWC in, NHWC out.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d(
+        &self,
+        geo: &qkernels_ref::Conv2dGeometry,
+        x_nhwc: &[u8],
+        xq: QParams,
+        w_oihw: &[i8],
+        wq: &WeightQParams,
+        bias: Option<&[f32]>,
+        outq: QParams,
+        relu: bool,
+        mode: qkernels_ref::Accumulation,
+    ) -> Vec<u8>;
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &self,
+        m: usize,
+        k: usize,
+        n: usize,
+        x: &[u8],
+        xq: QParams,
+        w: &[i8],
+        wq: &WeightQParams,
+        bias: Option<&[f32]>,
+        outq: QParams,
+        relu: bool,
+        mode: qkernels_ref::Accumulation,
+    ) -> Vec<u8>;
+    /// NHWC in, NHWC out `(y, oh, ow)`.
+    #[allow(clippy::too_many_arguments)]
+    fn max_pool2d(
+        &self,
+        x: &[u8],
+        n: usize,
+        h: usize,
+        w: usize,
+        c: usize,
+        p: &qkernels_ref::Pool2d,
+    ) -> (Vec<u8>, usize, usize);
+    #[allow(clippy::too_many_arguments)]
+    fn adaptive_avg_pool2d(
+        &self,
+        x: &[u8],
+        n: usize,
+        h: usize,
+        w: usize,
+        c: usize,
+        oh: usize,
+        ow: usize,
+        q: QParams,
+    ) -> Vec<u8>;
+}
+
+/// The accumulation modes a golden case is checked in: saturating conv cases in all three
+/// (exact vs `y_exact`, saturating vs `y`); other convs exact and depthwise-saturating (they were
+/// produced on a VNNI CPU, where only the depthwise kernel saturates); everything else exact.
+pub fn modes_for(case: &Value) -> &'static [qkernels_ref::Accumulation] {
+    use qkernels_ref::Accumulation::*;
+    let sat = case["params"]["fbgemm_i16_saturation"]
+        .as_bool()
+        .unwrap_or(false);
+    match case["op"].as_str() {
+        Some("conv2d") if sat => &[Exact, SaturateDepthwise, SaturateAll],
+        Some("conv2d") => &[Exact, SaturateDepthwise],
+        _ => &[Exact],
+    }
+}
+
+/// Runs one golden case through `be` in `mode`; returns `(actual, expected)` as bytes (floats as
+/// their little-endian bit patterns). Panics on an unknown op: a case is never skipped.
+pub fn run_case(
+    g: &Golden,
+    case: &Value,
+    mode: qkernels_ref::Accumulation,
+    be: &dyn Backend,
+) -> (Vec<u8>, Vec<u8>) {
+    use qkernels_ref as r;
+    let p = &case["params"];
+    let op = case["op"].as_str().expect("op");
+    let i8_bytes = |v: Vec<i8>| v.into_iter().map(|b| b as u8).collect::<Vec<u8>>();
+    let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    match op {
+        "quantize" => {
+            let x = g.tensor(case, "x").f32();
+            let q = qparams(p);
+            match p["dtype"].as_str().unwrap() {
+                "quint8" => (be.quantize_u8(&x, q), g.tensor(case, "y").u8()),
+                "qint8" => (
+                    i8_bytes(be.quantize_i8(&x, q)),
+                    i8_bytes(g.tensor(case, "y").i8()),
+                ),
+                d => panic!("{}: unknown dtype {d}", name(case)),
+            }
+        }
+        "dequantize" => {
+            assert_eq!(p["dtype"].as_str(), Some("quint8"), "{}", name(case));
+            let x = g.tensor(case, "x").u8();
+            (
+                f32_bytes(&be.dequantize_u8(&x, qparams(p))),
+                f32_bytes(&g.tensor(case, "y").f32()),
+            )
+        }
+        "add" => {
+            let (a, b) = (g.tensor(case, "a"), g.tensor(case, "b"));
+            assert_eq!(a.shape, b.shape);
+            let y = be.add(
+                &a.u8(),
+                qparams(&p["a"]),
+                &b.u8(),
+                qparams(&p["b"]),
+                qparams(&p["out"]),
+                p["relu"].as_bool().unwrap(),
+            );
+            (y, g.tensor(case, "y").u8())
+        }
+        "conv2d" => {
+            let (x, w) = (g.tensor(case, "x"), g.tensor(case, "w"));
+            let geo = conv_geometry(&x, &w, p);
+            let xs = &x.shape;
+            let x_nhwc = r::nchw_to_nhwc(&x.u8(), xs[0], xs[1], xs[2], xs[3]);
+            let bias = Golden::has_tensor(case, "bias").then(|| g.tensor(case, "bias").f32());
+            let y = be.conv2d(
+                &geo,
+                &x_nhwc,
+                qparams(&p["input"]),
+                &w.i8(),
+                &weight_qparams(&p["weight"]),
+                bias.as_deref(),
+                qparams(&p["out"]),
+                p["relu"].as_bool().unwrap(),
+                mode,
+            );
+            let sat = p["fbgemm_i16_saturation"].as_bool().unwrap_or(false);
+            let want = if sat && mode == qkernels_ref::Accumulation::Exact {
+                g.tensor(case, "y_exact").u8()
+            } else {
+                g.tensor(case, "y").u8()
+            };
+            assert_eq!(
+                y.len(),
+                geo.batch * geo.out_c * geo.out_h() * geo.out_w(),
+                "{}",
+                name(case)
+            );
+            (
+                r::nhwc_to_nchw(&y, geo.batch, geo.out_c, geo.out_h(), geo.out_w()),
+                want,
+            )
+        }
+        "linear" => {
+            let (x, w) = (g.tensor(case, "x"), g.tensor(case, "w"));
+            let (m, k, n) = (x.shape[0], x.shape[1], w.shape[0]);
+            let bias = Golden::has_tensor(case, "bias").then(|| g.tensor(case, "bias").f32());
+            let y = be.linear(
+                m,
+                k,
+                n,
+                &x.u8(),
+                qparams(&p["input"]),
+                &w.i8(),
+                &weight_qparams(&p["weight"]),
+                bias.as_deref(),
+                qparams(&p["out"]),
+                p["relu"].as_bool().unwrap(),
+                mode,
+            );
+            (y, g.tensor(case, "y").u8())
+        }
+        "max_pool2d" => {
+            assert_eq!(p["layout"].as_str(), Some("nhwc"));
+            let x = g.tensor(case, "x");
+            let s = &x.shape;
+            let (k, st, pad) = (pair(&p["kernel"]), pair(&p["stride"]), pair(&p["padding"]));
+            let pool = qkernels_ref::Pool2d {
+                kernel_h: k.0,
+                kernel_w: k.1,
+                stride_h: st.0,
+                stride_w: st.1,
+                pad_h: pad.0,
+                pad_w: pad.1,
+                dilation_h: 1,
+                dilation_w: 1,
+            };
+            let xn = r::nchw_to_nhwc(&x.u8(), s[0], s[1], s[2], s[3]);
+            let (y, oh, ow) = be.max_pool2d(&xn, s[0], s[2], s[3], s[1], &pool);
+            (
+                r::nhwc_to_nchw(&y, s[0], s[1], oh, ow),
+                g.tensor(case, "y").u8(),
+            )
+        }
+        "adaptive_avg_pool2d" => {
+            assert_eq!(p["layout"].as_str(), Some("nhwc"));
+            let x = g.tensor(case, "x");
+            let s = &x.shape;
+            let (oh, ow) = pair(&p["output_size"]);
+            let xn = r::nchw_to_nhwc(&x.u8(), s[0], s[1], s[2], s[3]);
+            let y =
+                be.adaptive_avg_pool2d(&xn, s[0], s[2], s[3], s[1], oh, ow, qparams(&p["input"]));
+            (
+                r::nhwc_to_nchw(&y, s[0], s[1], oh, ow),
+                g.tensor(case, "y").u8(),
+            )
+        }
+        other => panic!("{}: unknown golden op {other:?}", name(case)),
+    }
+}
+
+/// Drives every golden case through `be` in every applicable mode and asserts byte equality.
+/// Returns the number of (case, mode) checks.
+pub fn check_all(g: &Golden, be: &dyn Backend, label: &str) -> usize {
+    assert_eq!(g.cases.len(), 77, "golden case count");
+    let mut checked = 0;
+    for case in &g.cases {
+        for &mode in modes_for(case) {
+            let (got, want) = run_case(g, case, mode, be);
+            assert_eq!(
+                got.len(),
+                want.len(),
+                "{label}: {} ({mode:?}): length",
+                name(case)
+            );
+            let bad = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert_eq!(
+                bad,
+                0,
+                "{label}: {} ({mode:?}): {bad} of {} bytes differ",
+                name(case),
+                want.len()
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
+
+/// The scalar reference as a [`Backend`].
+pub struct RefBackend;
+
+impl Backend for RefBackend {
+    fn quantize_u8(&self, x: &[f32], q: QParams) -> Vec<u8> {
+        qkernels_ref::quantize_u8(x, q)
+    }
+    fn quantize_i8(&self, x: &[f32], q: QParams) -> Vec<i8> {
+        qkernels_ref::quantize_i8(x, q)
+    }
+    fn dequantize_u8(&self, x: &[u8], q: QParams) -> Vec<f32> {
+        qkernels_ref::dequantize_u8(x, q)
+    }
+    fn add(
+        &self,
+        a: &[u8],
+        qa: QParams,
+        b: &[u8],
+        qb: QParams,
+        out: QParams,
+        relu: bool,
+    ) -> Vec<u8> {
+        qkernels_ref::add(a, qa, b, qb, out, relu)
+    }
+    fn conv2d(
+        &self,
+        geo: &qkernels_ref::Conv2dGeometry,
+        x: &[u8],
+        xq: QParams,
+        w: &[i8],
+        wq: &WeightQParams,
+        bias: Option<&[f32]>,
+        outq: QParams,
+        relu: bool,
+        mode: qkernels_ref::Accumulation,
+    ) -> Vec<u8> {
+        qkernels_ref::conv2d_nhwc(geo, x, xq, w, wq, bias, outq, relu, mode)
+    }
+    fn linear(
+        &self,
+        m: usize,
+        k: usize,
+        n: usize,
+        x: &[u8],
+        xq: QParams,
+        w: &[i8],
+        wq: &WeightQParams,
+        bias: Option<&[f32]>,
+        outq: QParams,
+        relu: bool,
+        mode: qkernels_ref::Accumulation,
+    ) -> Vec<u8> {
+        qkernels_ref::linear(m, k, n, x, xq, w, wq, bias, outq, relu, mode)
+    }
+    fn max_pool2d(
+        &self,
+        x: &[u8],
+        n: usize,
+        h: usize,
+        w: usize,
+        c: usize,
+        p: &qkernels_ref::Pool2d,
+    ) -> (Vec<u8>, usize, usize) {
+        qkernels_ref::max_pool2d_nhwc(x, n, h, w, c, p)
+    }
+    fn adaptive_avg_pool2d(
+        &self,
+        x: &[u8],
+        n: usize,
+        h: usize,
+        w: usize,
+        c: usize,
+        oh: usize,
+        ow: usize,
+        q: QParams,
+    ) -> Vec<u8> {
+        qkernels_ref::adaptive_avg_pool2d_nhwc(x, n, h, w, c, oh, ow, q.zero_point)
+    }
+}

@@ -1,0 +1,361 @@
+//! Quantized 2-D convolution over NHWC u8 activations with prepacked OIHW i8 weights.
+//!
+//! A conv is one GEMM per group (fbgemm's im2col path): one `A` row per output pixel with
+//! `K = kh·kw·IC/G` entries in (kh, kw, ic) order, padded taps holding the input zero point.
+//! The im2col rows are produced block by block inside the GEMM's A packing ([`Im2col`] is an
+//! [`ASource`]), so the full im2col matrix never exists in memory; a 1×1 stride-1 conv with no
+//! padding reads the input directly as the `A` matrix.
+
+use crate::gemm::{ASource, GemmOptions, Matrix, PackedWeights, gemm_requant};
+use crate::validate::{
+    check_capacity, check_len, check_nonzero, check_qparams_u8, checked_product,
+};
+use crate::{Accumulation, Error, Isa, QParams, Result, WeightQParams};
+
+/// Hyper-parameters of a conv layer (independent of the input's spatial size and batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dParams {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
+    pub dilation_h: usize,
+    pub dilation_w: usize,
+    pub groups: usize,
+}
+
+impl Conv2dParams {
+    /// Square kernel `k`, stride `s`, padding `p`, dilation 1, one group.
+    pub fn square(in_channels: usize, out_channels: usize, k: usize, s: usize, p: usize) -> Self {
+        Conv2dParams {
+            in_channels,
+            out_channels,
+            kernel_h: k,
+            kernel_w: k,
+            stride_h: s,
+            stride_w: s,
+            pad_h: p,
+            pad_w: p,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 1,
+        }
+    }
+
+    /// Checks every field; `Err` names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        check_nonzero(self.in_channels, "conv in_channels")?;
+        check_nonzero(self.out_channels, "conv out_channels")?;
+        check_nonzero(self.kernel_h, "conv kernel_h")?;
+        check_nonzero(self.kernel_w, "conv kernel_w")?;
+        check_nonzero(self.stride_h, "conv stride_h")?;
+        check_nonzero(self.stride_w, "conv stride_w")?;
+        check_nonzero(self.dilation_h, "conv dilation_h")?;
+        check_nonzero(self.dilation_w, "conv dilation_w")?;
+        check_nonzero(self.groups, "conv groups")?;
+        if !self.in_channels.is_multiple_of(self.groups)
+            || !self.out_channels.is_multiple_of(self.groups)
+        {
+            return crate::invalid!(
+                "conv groups {} must divide in_channels {} and out_channels {}",
+                self.groups,
+                self.in_channels,
+                self.out_channels
+            );
+        }
+        checked_product(
+            &[
+                self.out_channels,
+                self.in_channels,
+                self.kernel_h,
+                self.kernel_w,
+            ],
+            "conv weights",
+        )?;
+        Ok(())
+    }
+
+    /// The geometry for an input of `batch × h × w`.
+    pub fn geometry(&self, batch: usize, h: usize, w: usize) -> crate::Conv2dGeometry {
+        crate::Conv2dGeometry {
+            batch,
+            in_h: h,
+            in_w: w,
+            in_c: self.in_channels,
+            out_c: self.out_channels,
+            kernel_h: self.kernel_h,
+            kernel_w: self.kernel_w,
+            stride_h: self.stride_h,
+            stride_w: self.stride_w,
+            pad_h: self.pad_h,
+            pad_w: self.pad_w,
+            dilation_h: self.dilation_h,
+            dilation_w: self.dilation_w,
+            groups: self.groups,
+        }
+    }
+
+    /// Output spatial size for an `h × w` input; `Err` if the (padded) input is smaller than the
+    /// dilated kernel or a size overflows.
+    pub fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        let ext = |input: usize,
+                   k: usize,
+                   s: usize,
+                   p: usize,
+                   d: usize,
+                   what: &str|
+         -> Result<usize> {
+            let span = d
+                .checked_mul(k - 1)
+                .and_then(|v| v.checked_add(1))
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("conv {what}: kernel span overflows"))
+                })?;
+            let padded = p
+                .checked_mul(2)
+                .and_then(|v| v.checked_add(input))
+                .ok_or_else(|| Error::InvalidArgument(format!("conv {what}: padding overflows")))?;
+            if padded < span {
+                return crate::invalid!(
+                    "conv {what}: kernel extent {span} larger than padded input {padded}: no output"
+                );
+            }
+            Ok((padded - span) / s + 1)
+        };
+        Ok((
+            ext(
+                h,
+                self.kernel_h,
+                self.stride_h,
+                self.pad_h,
+                self.dilation_h,
+                "height",
+            )?,
+            ext(
+                w,
+                self.kernel_w,
+                self.stride_w,
+                self.pad_w,
+                self.dilation_w,
+                "width",
+            )?,
+        ))
+    }
+}
+
+/// Options fixed when a conv is packed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvOptions {
+    pub isa: Isa,
+    pub accumulation: Accumulation,
+}
+
+impl Default for ConvOptions {
+    fn default() -> Self {
+        ConvOptions {
+            isa: crate::active_isa(),
+            accumulation: Accumulation::Exact,
+        }
+    }
+}
+
+/// A conv layer with weights packed once (immutable; safe to share between threads).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    params: Conv2dParams,
+    groups: Vec<PackedWeights>,
+    opts: ConvOptions,
+}
+
+impl Conv2d {
+    /// Packs OIHW weights `[OC, IC/G, kh, kw]` for the active ISA, exact accumulation.
+    pub fn new(
+        params: Conv2dParams,
+        w_oihw: &[i8],
+        wq: &WeightQParams,
+        bias: Option<&[f32]>,
+    ) -> Result<Conv2d> {
+        Conv2d::with_options(params, w_oihw, wq, bias, &ConvOptions::default())
+    }
+
+    /// Packs OIHW weights for `opts.isa` and `opts.accumulation`.
+    pub fn with_options(
+        params: Conv2dParams,
+        w_oihw: &[i8],
+        wq: &WeightQParams,
+        bias: Option<&[f32]>,
+        opts: &ConvOptions,
+    ) -> Result<Conv2d> {
+        params.validate()?;
+        let p = &params;
+        let want = checked_product(
+            &[
+                p.out_channels,
+                p.in_channels / p.groups,
+                p.kernel_h,
+                p.kernel_w,
+            ],
+            "conv weights",
+        )?;
+        check_len(w_oihw.len(), want, "conv weights (OIHW)")?;
+        crate::validate::check_weight_qparams(wq, p.out_channels, "conv weights")?;
+        if let Some(b) = bias {
+            check_len(b.len(), p.out_channels, "conv bias")?;
+        }
+        // Whether PyTorch would saturate on this layer depends only on its hyper-parameters.
+        let saturate = qkernels_ref::conv::conv_saturates(&p.geometry(1, 1, 1), opts.accumulation);
+        let geo = p.geometry(1, p.kernel_h, p.kernel_w);
+        let ocg = p.out_channels / p.groups;
+        let gopts = GemmOptions {
+            isa: opts.isa,
+            saturate_pairs: saturate,
+        };
+        let groups = (0..p.groups)
+            .map(|g| {
+                let rows = qkernels_ref::conv::weight_rows_khwc(&geo, w_oihw, g);
+                let wq_g = slice_wq(wq, g * ocg, ocg);
+                let b = bias.map(|b| &b[g * ocg..(g + 1) * ocg]);
+                PackedWeights::with_options(&rows, ocg, geo.k_per_group(), &wq_g, b, &gopts)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Conv2d {
+            params,
+            groups,
+            opts: *opts,
+        })
+    }
+
+    /// The layer's hyper-parameters.
+    pub fn params(&self) -> &Conv2dParams {
+        &self.params
+    }
+
+    /// The options it was packed with.
+    pub fn options(&self) -> &ConvOptions {
+        &self.opts
+    }
+
+    /// Output `(height, width)` for an `h × w` input.
+    pub fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        self.params.output_size(h, w)
+    }
+
+    /// Runs the conv: `x` NHWC `[batch, h, w, IC]` u8, `out` NHWC `[batch, OH, OW, OC]` u8
+    /// (exactly that many elements are written; `out` may be longer).
+    pub fn run(
+        &self,
+        x: &[u8],
+        batch: usize,
+        h: usize,
+        w: usize,
+        x_q: QParams,
+        out_q: QParams,
+        relu: bool,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let p = &self.params;
+        check_nonzero(batch, "conv batch")?;
+        check_nonzero(h, "conv input height")?;
+        check_nonzero(w, "conv input width")?;
+        check_qparams_u8(x_q, "conv input")?;
+        check_qparams_u8(out_q, "conv output")?;
+        let n_in = checked_product(&[batch, h, w, p.in_channels], "conv input")?;
+        check_len(x.len(), n_in, "conv input (NHWC)")?;
+        let (oh, ow) = self.output_size(h, w)?;
+        let n_out = checked_product(&[batch, oh, ow, p.out_channels], "conv output")?;
+        check_capacity(out.len(), n_out, "conv output")?;
+        let geo = p.geometry(batch, h, w);
+        let ocg = p.out_channels / p.groups;
+        let m = batch * oh * ow;
+        for (g, pw) in self.groups.iter().enumerate() {
+            let dst = &mut out[g * ocg..n_out];
+            let direct = p.groups == 1
+                && p.kernel_h == 1
+                && p.kernel_w == 1
+                && p.stride_h == 1
+                && p.stride_w == 1
+                && p.pad_h == 0
+                && p.pad_w == 0;
+            if direct {
+                let a = Matrix::new(x, m, p.in_channels, p.in_channels)?;
+                gemm_requant(pw, &a, x_q, out_q, relu, dst, p.out_channels)?;
+            } else {
+                let a = Im2col {
+                    geo,
+                    x,
+                    pad: x_q.zero_point as u8,
+                    group: g,
+                    oh,
+                    ow,
+                };
+                gemm_requant(pw, &a, x_q, out_q, relu, dst, p.out_channels)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn slice_wq(wq: &WeightQParams, start: usize, len: usize) -> WeightQParams {
+    if wq.per_channel {
+        WeightQParams::per_channel(
+            wq.scales[start..start + len].to_vec(),
+            wq.zero_points[start..start + len].to_vec(),
+        )
+    } else {
+        wq.clone()
+    }
+}
+
+/// im2col rows of one group of a conv, generated on demand.
+pub struct Im2col<'a> {
+    pub geo: crate::Conv2dGeometry,
+    pub x: &'a [u8],
+    /// The input zero point (fills padded taps).
+    pub pad: u8,
+    pub group: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ASource for Im2col<'_> {
+    fn rows(&self) -> usize {
+        self.geo.batch * self.oh * self.ow
+    }
+
+    fn depth(&self) -> usize {
+        self.geo.k_per_group()
+    }
+
+    fn fill(&self, row0: usize, rows: usize, k0: usize, kc: usize, dst: &mut [u8], ld: usize) {
+        let g = &self.geo;
+        let icg = g.in_c_per_group();
+        let c0 = self.group * icg;
+        let mut row = vec![0u8; g.k_per_group()];
+        for i in 0..rows {
+            let r = row0 + i;
+            let (b, rem) = (r / (self.oh * self.ow), r % (self.oh * self.ow));
+            let (oy, ox) = (rem / self.ow, rem % self.ow);
+            let mut k = 0;
+            for ky in 0..g.kernel_h {
+                let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_h as isize;
+                for kx in 0..g.kernel_w {
+                    let ix = (ox * g.stride_w + kx * g.dilation_w) as isize - g.pad_w as isize;
+                    let seg = &mut row[k..k + icg];
+                    if iy >= 0 && ix >= 0 && (iy as usize) < g.in_h && (ix as usize) < g.in_w {
+                        let base =
+                            ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c + c0;
+                        seg.copy_from_slice(&self.x[base..base + icg]);
+                    } else {
+                        seg.fill(self.pad);
+                    }
+                    k += icg;
+                }
+            }
+            dst[i * ld..][..kc].copy_from_slice(&row[k0..k0 + kc]);
+        }
+    }
+}
