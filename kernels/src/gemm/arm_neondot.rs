@@ -63,7 +63,9 @@ fn pack_b_8c4_colsum(w: &[i8], ldw: usize, cols: usize, kc: usize, dst: &mut [u8
     pack_b_ckr::<NR, KR>(w, ldw, cols, kc, packed);
     for (j, out) in sums.chunks_exact_mut(4).enumerate() {
         let s: i32 = if j < cols {
-            w[j * ldw..j * ldw + kc].iter().map(|&x| i32::from(x)).sum()
+            w[j * ldw..j * ldw + kc]
+                .iter()
+                .fold(0i32, |s, &x| s.wrapping_add(i32::from(x)))
         } else {
             0
         };
