@@ -60,6 +60,7 @@ unsafe fn ukernel_neoni8mm_8x8c8(
     debug_assert!(kc.is_multiple_of(KR));
     debug_assert!((1..=MR).contains(&mr) && (1..=NR).contains(&nr));
     debug_assert!(!a.is_null() && !b.is_null() && !c.is_null());
+    debug_assert!(mr == 1 || rs_c >= nr, "C rows overlap");
 
     /// `vacc += usmmla(va, vb)` (u8 2×8 · (i8 2×8)ᵀ).
     macro_rules! usmmla {

@@ -115,6 +115,7 @@ unsafe fn ukernel_neon_8x8c1(
 ) {
     debug_assert!((1..=8).contains(&mr) && (1..=8).contains(&nr));
     debug_assert!(!a.is_null() && !b.is_null() && !c.is_null());
+    debug_assert!(mr == 1 || rs_c >= nr, "C rows overlap");
 
     /// `acc[i] += vb · va.h[i]` for the 8 columns of `vb`.
     macro_rules! mla_rows {
@@ -190,6 +191,7 @@ unsafe fn ukernel_neon_8x8c2_sat16(
     debug_assert!(kc.is_multiple_of(2));
     debug_assert!((1..=8).contains(&mr) && (1..=8).contains(&nr));
     debug_assert!(!a.is_null() && !b.is_null() && !c.is_null());
+    debug_assert!(mr == 1 || rs_c >= nr, "C rows overlap");
 
     /// One row `$i` whose K pair sits in lanes `$l0`, `$l1` of `$va`.
     macro_rules! sat_rows {

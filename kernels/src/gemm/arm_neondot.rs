@@ -112,6 +112,7 @@ unsafe fn ukernel_neondot_8x8c4(
     debug_assert!(kc.is_multiple_of(KR));
     debug_assert!((1..=MR).contains(&mr) && (1..=NR).contains(&nr));
     debug_assert!(!a.is_null() && !b.is_null() && !c.is_null());
+    debug_assert!(mr == 1 || rs_c >= nr, "C rows overlap");
 
     /// `vacc += sdot(vb, va.4b[lane])`.
     macro_rules! sdot_lane {
