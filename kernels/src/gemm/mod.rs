@@ -37,6 +37,13 @@ pub mod x86_avx512vnni;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_pack;
 
+#[cfg(target_arch = "aarch64")]
+pub mod arm_i8mm;
+#[cfg(target_arch = "aarch64")]
+pub mod arm_neon;
+#[cfg(target_arch = "aarch64")]
+pub mod arm_neondot;
+
 use crate::isa::Isa;
 
 /// Microkernel: `C[i][j] (+)= Σ_k A[i][k]·W[j][k]` for `i < mr`, `j < nr`.
@@ -173,6 +180,14 @@ pub fn all_kernels() -> Vec<&'static GemmKernel> {
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_1X64C4,
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_8X32C4_SAT16,
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_1X32C4_SAT16,
+    ]);
+    // aarch64: the first kernel of each (ISA, saturating) is that ISA's production kernel.
+    #[cfg(target_arch = "aarch64")]
+    v.extend_from_slice(&[
+        &arm_neon::U8S8S32_GEMM_NEON_8X8C1,
+        &arm_neon::U8S8S32_GEMM_NEON_8X8C2_SAT16,
+        &arm_neondot::U8S8S32_GEMM_NEONDOT_8X8C4,
+        &arm_i8mm::U8S8S32_GEMM_NEONI8MM_8X8C8,
     ]);
     v
 }
