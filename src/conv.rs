@@ -299,6 +299,40 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// Conv → requantize to `conv_q` → `quantized::add(conv_out, skip)` (→ ReLU when `relu`) to
+    /// `out_q`: the ResNet residual join. The bytes equal the unfused PyTorch sequence
+    /// (`qkernels_ref::add` on the conv's u8 output and `skip`, with the vector/tail formula
+    /// rule on the flattened NHWC index), because the conv's u8 output is formed first and the
+    /// add runs in place over it with the global rule.
+    ///
+    /// `skip` is NHWC `[batch, OH, OW, OC]` with qparams `skip_q`.
+    pub fn run_add(
+        &self,
+        x: &[u8],
+        batch: usize,
+        h: usize,
+        w: usize,
+        x_q: QParams,
+        conv_q: QParams,
+        skip: &[u8],
+        skip_q: QParams,
+        out_q: QParams,
+        relu: bool,
+        out: &mut [u8],
+    ) -> Result<()> {
+        check_qparams_u8(skip_q, "residual skip")?;
+        check_qparams_u8(out_q, "residual output")?;
+        let (oh, ow) = self.output_size(h, w)?;
+        let n_out = checked_product(&[batch, oh, ow, self.params.out_channels], "conv output")?;
+        check_len(skip.len(), n_out, "residual skip (NHWC)")?;
+        self.run(x, batch, h, w, x_q, conv_q, false, out)?;
+        let p = crate::ops::add_params(conv_q, skip_q, out_q, relu);
+        crate::ops::add_inplace_on(self.opts.isa, &mut out[..n_out], skip, &p, n_out / 64 * 64);
+        Ok(())
+    }
+}
+
 fn slice_wq(wq: &WeightQParams, start: usize, len: usize) -> WeightQParams {
     if wq.per_channel {
         WeightQParams::per_channel(

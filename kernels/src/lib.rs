@@ -10,5 +10,6 @@
 
 pub mod gemm;
 pub mod isa;
+pub mod ops;
 
 pub use isa::Isa;
