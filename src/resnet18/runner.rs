@@ -234,6 +234,37 @@ impl Model {
         v
     }
 
+    /// Multiply-accumulates of every layer (named as [`Model::layer_names`]; 0 for the
+    /// element-wise and pooling layers) for an input of `batch × h × w`.
+    pub fn layer_macs(&self, batch: usize, h: usize, w: usize) -> Result<Vec<(String, u64)>> {
+        self.plan(batch, h, w)?;
+        let conv_macs = |l: &Layer, oh: usize, ow: usize| -> u64 {
+            let p = l.conv.params();
+            (batch * oh * ow * p.out_channels * p.in_channels / p.groups * p.kernel_h * p.kernel_w)
+                as u64
+        };
+        let mut v = vec![("quant".to_string(), 0)];
+        let (oh, ow) = self.conv1.conv.output_size(h, w)?;
+        v.push(("conv1".into(), conv_macs(&self.conv1, oh, ow)));
+        v.push(("maxpool".into(), 0));
+        let (mut ch, mut cw) = ops::pool_output_size(oh, ow, &Pool2d::square(3, 2, 1))?;
+        for b in &self.blocks {
+            (ch, cw) = b.conv1.conv.output_size(ch, cw)?;
+            v.push((b.conv1.name.clone(), conv_macs(&b.conv1, ch, cw)));
+            v.push((b.conv2.name.clone(), conv_macs(&b.conv2, ch, cw)));
+            if let Some(d) = &b.downsample {
+                v.push((d.name.clone(), conv_macs(d, ch, cw)));
+            }
+            v.push((b.add_name.clone(), 0));
+        }
+        v.push(("avgpool".into(), 0));
+        v.push((
+            self.fc_name.clone(),
+            (batch * self.fc.n() * self.fc.k()) as u64,
+        ));
+        Ok(v)
+    }
+
     /// Checks the input geometry and sizes every activation.
     fn plan(&self, batch: usize, h: usize, w: usize) -> Result<Plan> {
         if batch == 0 || h == 0 || w == 0 {
