@@ -8,6 +8,7 @@
 //! * [`gemm`] — packed GEMM engine ([`gemm::PackedWeights`], [`gemm::gemm_requant`]).
 //! * [`conv`] — quantized conv2d over NHWC ([`conv::Conv2d`]).
 //! * [`ops`] — quantize, dequantize, add / add_relu, max / adaptive-average pooling.
+//! * [`resnet18`] — load and run a PyTorch-quantized ResNet-18 bit-exactly.
 //! * [`reference`] — the scalar executable specification every kernel is tested against.
 //!
 //! The ISA is chosen once per process ([`active_isa`]; `QKERNELS_ISA=avx2` forces a lower one),
@@ -17,6 +18,7 @@ pub mod conv;
 pub mod error;
 pub mod gemm;
 pub mod ops;
+pub mod resnet18;
 pub mod validate;
 
 pub use error::{Error, Result};
