@@ -10,7 +10,7 @@ use crate::gemm::{ASource, GemmOptions, Matrix, PackedWeights, gemm_requant};
 use crate::validate::{
     check_capacity, check_len, check_nonzero, check_qparams_u8, checked_product,
 };
-use crate::{Accumulation, Error, Isa, QParams, Result, WeightQParams};
+use crate::{Accumulation, Isa, QParams, Result, WeightQParams};
 
 /// Hyper-parameters of a conv layer (independent of the input's spatial size and batch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,30 +102,7 @@ impl Conv2dParams {
     /// Output spatial size for an `h × w` input; `Err` if the (padded) input is smaller than the
     /// dilated kernel or a size overflows.
     pub fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
-        let ext = |input: usize,
-                   k: usize,
-                   s: usize,
-                   p: usize,
-                   d: usize,
-                   what: &str|
-         -> Result<usize> {
-            let span = d
-                .checked_mul(k - 1)
-                .and_then(|v| v.checked_add(1))
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!("conv {what}: kernel span overflows"))
-                })?;
-            let padded = p
-                .checked_mul(2)
-                .and_then(|v| v.checked_add(input))
-                .ok_or_else(|| Error::InvalidArgument(format!("conv {what}: padding overflows")))?;
-            if padded < span {
-                return crate::invalid!(
-                    "conv {what}: kernel extent {span} larger than padded input {padded}: no output"
-                );
-            }
-            Ok((padded - span) / s + 1)
-        };
+        use crate::validate::window_output_extent as ext;
         Ok((
             ext(
                 h,
@@ -133,7 +110,7 @@ impl Conv2dParams {
                 self.stride_h,
                 self.pad_h,
                 self.dilation_h,
-                "height",
+                "conv height",
             )?,
             ext(
                 w,
@@ -141,7 +118,7 @@ impl Conv2dParams {
                 self.stride_w,
                 self.pad_w,
                 self.dilation_w,
-                "width",
+                "conv width",
             )?,
         ))
     }
