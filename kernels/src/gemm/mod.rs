@@ -31,6 +31,13 @@
 
 pub mod scalar;
 
+#[cfg(target_arch = "aarch64")]
+pub mod arm_i8mm;
+#[cfg(target_arch = "aarch64")]
+pub mod arm_neon;
+#[cfg(target_arch = "aarch64")]
+pub mod arm_neondot;
+
 use crate::isa::Isa;
 
 /// Microkernel: `C[i][j] (+)= Σ_k A[i][k]·W[j][k]` for `i < mr`, `j < nr`.
@@ -154,6 +161,14 @@ pub fn all_kernels() -> Vec<&'static GemmKernel> {
         &scalar::U8S8S32_GEMM_SCALAR_3X5C4_TEST,
         &scalar::U8S8S32_GEMM_SCALAR_4X4C4_SAT16,
     ];
+    // aarch64: the first kernel of each (ISA, saturating) is that ISA's production kernel.
+    #[cfg(target_arch = "aarch64")]
+    v.extend_from_slice(&[
+        &arm_neon::U8S8S32_GEMM_NEON_8X8C1,
+        &arm_neon::U8S8S32_GEMM_NEON_8X8C2_SAT16,
+        &arm_neondot::U8S8S32_GEMM_NEONDOT_8X8C4,
+        &arm_i8mm::U8S8S32_GEMM_NEONI8MM_8X8C8,
+    ]);
     v
 }
 
@@ -180,6 +195,15 @@ pub fn best_kernel(isa: Isa, saturating: bool) -> &'static GemmKernel {
     };
     if isa.is_supported()
         && let Some(k) = pick(isa)
+    {
+        return k;
+    }
+    // aarch64: dot products cannot saturate K pairs; NeonDot/NeonI8mm use the NEON `_sat16`.
+    #[cfg(target_arch = "aarch64")]
+    if saturating
+        && matches!(isa, Isa::NeonDot | Isa::NeonI8mm)
+        && Isa::Neon.is_supported()
+        && let Some(k) = pick(Isa::Neon)
     {
         return k;
     }
