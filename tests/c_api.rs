@@ -1241,3 +1241,252 @@ fn outputs_may_alias_inputs() {
     ok(unsafe { qk_conv2d_u8(h.0, p, 1, 6, 7, qp(xq), qp(oq), false, p, buf.len()) });
     assert_eq!(buf, want);
 }
+
+// ------------------------------------------------------------------------------------------
+// The ResNet-18 model
+// ------------------------------------------------------------------------------------------
+
+fn repo(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn c_path(p: &std::path::Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.to_str().expect("UTF-8 path")).unwrap()
+}
+
+/// Owns a model handle for the duration of a test.
+struct ModelHandle(*mut qk_model);
+
+impl ModelHandle {
+    fn load(path: &std::path::Path) -> ModelHandle {
+        let mut m = null_mut();
+        // SAFETY: NUL-terminated path, writable out-pointer.
+        ok(unsafe { qk_model_load(c_path(path).as_ptr(), &mut m) });
+        assert!(!m.is_null());
+        ModelHandle(m)
+    }
+    fn ptr(&self) -> *const qk_model {
+        self.0
+    }
+}
+
+impl Drop for ModelHandle {
+    fn drop(&mut self) {
+        // SAFETY: loaded once, freed once.
+        unsafe { qk_model_free(self.0) };
+    }
+}
+
+// SAFETY: models are immutable after loading and documented as shareable between threads.
+unsafe impl Send for ModelHandle {}
+// SAFETY: as above.
+unsafe impl Sync for ModelHandle {}
+
+/// The first `n` scikit-learn test digits: (model input NCHW, PyTorch's u8 logits, PyTorch's
+/// float logits). The input is built with the library's preprocessing, as
+/// `tests/resnet18_golden.rs` does (it checks that this reproduces PyTorch's input).
+fn digits(n: usize) -> (Vec<f32>, Vec<u8>, Vec<f32>) {
+    use safetensors::SafeTensors;
+    let bytes = std::fs::read(repo("tests/data/digits_test.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let images = st.tensor("images").unwrap().data().to_vec();
+    let logits_q = st.tensor("logits_q").unwrap().data()[..n * 10].to_vec();
+    let logits: Vec<f32> = st.tensor("logits").unwrap().data()[..n * 40]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let model = qkernels::resnet18::Model::load(repo("models/digits_resnet18.safetensors"))
+        .expect("digits model");
+    let meta = model.metadata();
+    let x = images
+        .chunks_exact(64)
+        .take(n)
+        .flat_map(|img| {
+            let plane: Vec<f32> = img.iter().map(|&v| f32::from(v) / 16.0).collect();
+            qkernels::resnet18::preprocess::image_to_input(
+                &plane,
+                1,
+                8,
+                8,
+                meta.input_size,
+                &meta.mean,
+                &meta.std,
+            )
+        })
+        .collect();
+    (x, logits_q, logits)
+}
+
+#[test]
+fn digits_model_through_the_c_abi_matches_pytorch() {
+    const N: usize = 24;
+    let (x, want_q, want_f) = digits(N);
+    let m = ModelHandle::load(&repo("models/digits_resnet18.safetensors"));
+    let (mut h, mut w) = (0, 0);
+    // SAFETY: live model, writable outputs.
+    unsafe {
+        assert_eq!(qk_model_num_classes(m.ptr()), 10);
+        assert_eq!(qk_model_input_channels(m.ptr()), 3);
+        ok(qk_model_input_size(m.ptr(), &mut h, &mut w));
+    }
+    assert_eq!((h, w), (32, 32));
+    assert_eq!(x.len(), N * 3 * 32 * 32);
+    let run_q = |x: &[f32], batch: usize| {
+        let mut q = vec![0u8; batch * 10 + 3]; // spare capacity is allowed
+        // SAFETY: `x` holds batch·3·32·32 floats, `q` `q.len()` bytes.
+        ok(unsafe {
+            qk_model_run_quantized(m.ptr(), x.as_ptr(), batch, 32, 32, q.as_mut_ptr(), q.len())
+        });
+        q.truncate(batch * 10);
+        q
+    };
+    let run_f = |x: &[f32], batch: usize| {
+        let mut f = vec![0f32; batch * 10];
+        // SAFETY: `x` holds batch·3·32·32 floats, `f` batch·10.
+        ok(unsafe { qk_model_run(m.ptr(), x.as_ptr(), batch, 32, 32, f.as_mut_ptr(), f.len()) });
+        f
+    };
+    assert_eq!(run_q(&x, N), want_q);
+    assert_eq!(bits(&run_f(&x, N)), bits(&want_f));
+    // The logits' qparams dequantize the u8 logits to exactly the float logits.
+    let mut lq = qk_qparams {
+        scale: 0.0,
+        zero_point: 0,
+    };
+    // SAFETY: live model, writable output.
+    ok(unsafe { qk_model_logits_qparams(m.ptr(), &mut lq) });
+    let deq = qkernels::reference::dequantize_u8(&want_q, QParams::new(lq.scale, lq.zero_point));
+    assert_eq!(bits(&deq), bits(&want_f));
+    // One model, several threads, one image each at a time.
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (x, want_q) = (&x, &want_q);
+            s.spawn(move || {
+                for i in (t..N).step_by(4) {
+                    let xi = &x[i * 3072..(i + 1) * 3072];
+                    assert_eq!(run_q(xi, 1), want_q[i * 10..(i + 1) * 10], "image {i}");
+                }
+            });
+        }
+    });
+}
+
+/// A file in the temp directory, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, bytes: &[u8]) -> TempFile {
+        let p = std::env::temp_dir().join(format!("qk-capi-{}-{name}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        TempFile(p)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn bad_arguments_model() {
+    let f = "qk_model_load";
+    let real = std::fs::read(repo("models/digits_resnet18.safetensors")).unwrap();
+    let garbage = TempFile::new("garbage.safetensors", &bytes(4096, 99));
+    let empty = TempFile::new("empty.safetensors", b"");
+    let truncated = TempFile::new("truncated.safetensors", &real[..real.len() / 2]);
+    // A valid safetensors file that is not a model.
+    let not_a_model = TempFile::new(
+        "ops.safetensors",
+        &std::fs::read(data_path("ops.safetensors")).unwrap(),
+    );
+    // SAFETY: for the whole block, paths are NUL-terminated, out-pointers writable, buffers
+    // sized as stated; bad arguments are rejected before any access.
+    unsafe {
+        let mut m = std::ptr::NonNull::<qk_model>::dangling().as_ptr();
+        let p = c_path(&repo("models/digits_resnet18.safetensors"));
+        expect_err(QK_ERR_NULL_POINTER, f, || qk_model_load(null(), &mut m));
+        assert!(m.is_null(), "*out is reset to NULL on failure");
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_load(p.as_ptr(), null_mut())
+        });
+        let missing = c_path(&repo("models/no-such-model.safetensors"));
+        expect_err(QK_ERR_IO, f, || qk_model_load(missing.as_ptr(), &mut m));
+        assert!(
+            last_error_after(|| qk_model_load(missing.as_ptr(), &mut m)).contains("no-such-model")
+        );
+        expect_err(QK_ERR_IO, f, || {
+            qk_model_load(c_path(&repo("models")).as_ptr(), &mut m)
+        });
+        for bad in [&garbage, &empty, &truncated, &not_a_model] {
+            m = std::ptr::NonNull::<qk_model>::dangling().as_ptr();
+            expect_err(QK_ERR_FORMAT, f, || {
+                qk_model_load(c_path(&bad.0).as_ptr(), &mut m)
+            });
+            assert!(m.is_null());
+        }
+
+        let model = ModelHandle::load(&repo("models/digits_resnet18.safetensors"));
+        let x = vec![0.25f32; 2 * 3 * 32 * 32];
+        let mut y = vec![0f32; 20];
+        let mut yq = vec![0u8; 20];
+        let (mp, px, py, pq) = (model.ptr(), x.as_ptr(), y.as_mut_ptr(), yq.as_mut_ptr());
+        let f = "qk_model_run";
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_run(null(), px, 2, 32, 32, py, 20)
+        });
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_run(mp, null(), 2, 32, 32, py, 20)
+        });
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_run(mp, px, 2, 32, 32, null_mut(), 20)
+        });
+        for (b, h, w) in [(0, 32, 32), (2, 0, 32), (2, 32, 0)] {
+            expect_err(QK_ERR_INVALID_ARGUMENT, f, || {
+                qk_model_run(mp, px, b, h, w, py, 20)
+            });
+        }
+        expect_err(QK_ERR_INVALID_ARGUMENT, f, || {
+            qk_model_run(mp, px, usize::MAX, 32, 32, py, 20)
+        });
+        expect_err(QK_ERR_INVALID_ARGUMENT, f, || {
+            qk_model_run(mp, px, 2, 32, 32, py, 19)
+        });
+        ok(qk_model_run(mp, px, 2, 32, 32, py, 20));
+        let f = "qk_model_run_quantized";
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_run_quantized(null(), px, 2, 32, 32, pq, 20)
+        });
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_run_quantized(mp, px, 2, 32, 32, null_mut(), 20)
+        });
+        expect_err(QK_ERR_INVALID_ARGUMENT, f, || {
+            qk_model_run_quantized(mp, px, 2, 32, 32, pq, 10)
+        });
+        ok(qk_model_run_quantized(mp, px, 2, 32, 32, pq, 20));
+
+        let (mut h, mut w) = (0, 0);
+        let f = "qk_model_input_size";
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_input_size(null(), &mut h, &mut w)
+        });
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_input_size(mp, null_mut(), &mut w)
+        });
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_input_size(mp, &mut h, null_mut())
+        });
+        expect_err(QK_ERR_NULL_POINTER, "qk_model_logits_qparams", || {
+            qk_model_logits_qparams(mp, null_mut())
+        });
+        assert_eq!(qk_model_num_classes(null()), 0);
+        assert_eq!(qk_model_input_channels(null()), 0);
+        qk_model_free(null_mut());
+    }
+}
+
+/// The message a failing call leaves.
+fn last_error_after(call: impl FnOnce() -> qk_status) -> String {
+    assert_ne!(call(), QK_OK);
+    last_error()
+}
