@@ -3,6 +3,8 @@
 # include/qkernels.h + libqkernels.a, runs it on the digits model and checks every output line
 # against the values computed independently by examples/c/expected.rs (qkernels-ref for the
 # ops, PyTorch's stored logits for the model). Lines starting with '#' are not compared.
+# Also compiles and runs the complete example of docs/c-api.md (its first ```c block; it
+# exits non-zero if a call misbehaves).
 #
 # Uses the `test` profile (optimised, debug assertions on), whose dependencies `cargo test`
 # has already built; QKERNELS_C_PROFILE=release switches to the release profile.
@@ -35,7 +37,13 @@ if command -v c++ >/dev/null 2>&1; then
   c++ -std=c++11 -Wall -Wextra -Werror -fsyntax-only -x c++ include/qkernels.h
 fi
 
-echo "-- run"
+echo "-- docs/c-api.md: the complete example"
+awk '/^```c$/ {n++; if (n == 1) {on = 1; next}} /^```$/ {on = 0} on' docs/c-api.md > "$work/doc_example.c"
+"$cc" -std=c11 -O2 -Wall -Wextra -Werror -pedantic -Iinclude "$work/doc_example.c" "$lib" \
+  -lpthread -ldl -lm -o "$work/doc-example"
+"$work/doc-example"
+
+echo "-- examples/c/main.c: run"
 "$work/c-example" models/digits_resnet18.safetensors "$work/input.f32" | tee "$work/out.txt"
 grep -v '^#' "$work/out.txt" > "$work/checked.txt"
 if ! diff -u "$work/expected.txt" "$work/checked.txt"; then

@@ -171,11 +171,9 @@ struct Failure {
 
 type R<T> = Result<T, Failure>;
 
+/// An invalid-argument failure, worded like [`Error::InvalidArgument`].
 fn invalid(message: String) -> Failure {
-    Failure {
-        status: qk_status::QK_ERR_INVALID_ARGUMENT,
-        message,
-    }
+    Error::InvalidArgument(message).into()
 }
 
 fn null_pointer(what: &str) -> Failure {
@@ -1523,6 +1521,6 @@ mod tests {
     fn interior_nul_in_a_message_is_replaced() {
         let s = guard("qk_test", || Err(invalid("a\0b".into())));
         assert_eq!(s, qk_status::QK_ERR_INVALID_ARGUMENT);
-        assert_eq!(message(), "qk_test: a\u{FFFD}b");
+        assert_eq!(message(), "qk_test: invalid argument: a\u{FFFD}b");
     }
 }

@@ -972,6 +972,11 @@ fn bad_arguments_linear_run() {
         expect_err(QK_ERR_INVALID_ARGUMENT, f, || {
             qk_linear_u8(lin.0, px, 2, Q, Q, false, py, 5)
         });
+        assert_eq!(
+            last_error(),
+            "qk_linear_u8: invalid argument: out_len = 5 is too small: the output has 2×3 = 6 \
+             elements"
+        );
         for q in bad_qparams_u8() {
             expect_err(QK_ERR_INVALID_ARGUMENT, f, || {
                 qk_linear_u8(lin.0, px, 2, q, Q, false, py, 6)
