@@ -159,6 +159,14 @@ impl qk_weights {
     }
 }
 
+// The "usable from several threads at once" promise of both handle types, checked at compile
+// time: the wrapped Rust values are immutable after construction and `Sync`.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<qk_weights>();
+    shareable::<qk_model>();
+};
+
 // ------------------------------------------------------------------------------------------
 // Error plumbing
 // ------------------------------------------------------------------------------------------

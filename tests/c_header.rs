@@ -27,8 +27,8 @@ fn checked_in_header_is_up_to_date() {
         return;
     }
     let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        on_disk == fresh,
+    assert_eq!(
+        on_disk, fresh,
         "include/qkernels.h is stale: run `QKERNELS_BLESS=1 cargo test --test c_header` \
          and commit the result"
     );
