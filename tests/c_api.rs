@@ -1495,3 +1495,52 @@ fn last_error_after(call: impl FnOnce() -> qk_status) -> String {
     assert_ne!(call(), QK_OK);
     last_error()
 }
+
+/// `qk_gemm_u8s8s32` with padded strides against the reference: exact i32, and the padding
+/// of `C` between rows is left untouched.
+#[test]
+fn gemm_with_strides_matches_the_reference() {
+    for &(m, n, k) in &[(1, 1, 1), (7, 13, 33), (50, 70, 300), (3, 5, 66000)] {
+        let (lda, ldw, ldc) = (k + 3, k + 5, n + 2);
+        let a_dense = bytes(m * k, 31);
+        let w_dense: Vec<i8> = bytes(n * k, 37).into_iter().map(|v| v as i8).collect();
+        let mut a = vec![0xAAu8; (m - 1) * lda + k];
+        let mut w = vec![0x55i8; (n - 1) * ldw + k];
+        for i in 0..m {
+            a[i * lda..i * lda + k].copy_from_slice(&a_dense[i * k..(i + 1) * k]);
+        }
+        for j in 0..n {
+            w[j * ldw..j * ldw + k].copy_from_slice(&w_dense[j * k..(j + 1) * k]);
+        }
+        let want = qkernels::reference::matmul_u8s8s32_ref(m, n, k, &a_dense, &w_dense, false);
+        let mut c = vec![-7i32; (m - 1) * ldc + n];
+        // SAFETY: the buffers hold exactly the strided sizes the call documents.
+        ok(unsafe {
+            qk_gemm_u8s8s32(
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                lda,
+                w.as_ptr(),
+                ldw,
+                c.as_mut_ptr(),
+                ldc,
+            )
+        });
+        for i in 0..m {
+            assert_eq!(
+                c[i * ldc..i * ldc + n],
+                want[i * n..(i + 1) * n],
+                "{m}x{n}x{k} row {i}"
+            );
+            if i + 1 < m {
+                assert_eq!(
+                    c[i * ldc + n..(i + 1) * ldc],
+                    [-7, -7],
+                    "row padding untouched"
+                );
+            }
+        }
+    }
+}
