@@ -1544,3 +1544,164 @@ fn gemm_with_strides_matches_the_reference() {
         }
     }
 }
+
+/// Random conv geometries — many of them invalid — through pack + output size + run: the
+/// status is exactly what an independent validity predicate says (never a crash, never
+/// `QK_ERR_INTERNAL`), and every accepted call produces the reference's bytes.
+#[test]
+fn random_conv_arguments_status_and_bytes() {
+    let mut rng = bytes(4096, 2024).into_iter().cycle();
+    let mut next = |n: usize| usize::from(rng.next().unwrap()) % n;
+    // A size in 1..=n, or 0 one time in 24.
+    let dim = |n: usize, next: &mut dyn FnMut(usize) -> usize| {
+        if next(24) == 0 { 0 } else { 1 + next(n) }
+    };
+    let (mut packed, mut ran) = (0, 0);
+    for _ in 0..1500 {
+        let d = qk_conv2d_desc {
+            in_channels: dim(6, &mut next),
+            out_channels: dim(6, &mut next),
+            kernel_h: dim(3, &mut next),
+            kernel_w: dim(3, &mut next),
+            stride_h: dim(2, &mut next),
+            stride_w: dim(2, &mut next),
+            pad_h: next(3),
+            pad_w: next(3),
+            dilation_h: dim(2, &mut next),
+            dilation_w: dim(2, &mut next),
+            groups: dim(3, &mut next),
+        };
+        let (batch, h, w) = (dim(2, &mut next), dim(7, &mut next), dim(7, &mut next));
+        let pack_ok = [
+            d.in_channels,
+            d.out_channels,
+            d.kernel_h,
+            d.kernel_w,
+            d.stride_h,
+            d.stride_w,
+            d.dilation_h,
+            d.dilation_w,
+            d.groups,
+        ]
+        .iter()
+        .all(|&v| v > 0)
+            && d.in_channels.is_multiple_of(d.groups)
+            && d.out_channels.is_multiple_of(d.groups);
+        let wlen = d.out_channels * d.in_channels * d.kernel_h * d.kernel_w;
+        let wts: Vec<i8> = (0..wlen).map(|_| next(256) as u8 as i8).collect();
+        let scales: Vec<f64> = (0..d.out_channels.max(1))
+            .map(|i| 0.001 * (i + 1) as f64)
+            .collect();
+        let zps = vec![0i32; scales.len()];
+        let mut hnd = sentinel();
+        // SAFETY: the buffers hold at least what any valid descriptor needs.
+        let s = unsafe {
+            qk_weights_pack_conv2d(
+                &d,
+                wts.as_ptr(),
+                scales.as_ptr(),
+                zps.as_ptr(),
+                1,
+                null(),
+                &mut hnd,
+            )
+        };
+        if !pack_ok {
+            assert_eq!(s, QK_ERR_INVALID_ARGUMENT, "{d:?}: {}", last_error());
+            assert!(hnd.is_null());
+            continue;
+        }
+        ok(s);
+        packed += 1;
+        let hnd = Weights(hnd);
+        let span = |k: usize, dil: usize| dil * (k - 1) + 1;
+        let fits = h + 2 * d.pad_h >= span(d.kernel_h, d.dilation_h)
+            && w + 2 * d.pad_w >= span(d.kernel_w, d.dilation_w);
+        let (mut oh, mut ow) = (0, 0);
+        // SAFETY: live handle, writable outputs.
+        let s = unsafe { qk_conv2d_output_size(hnd.ptr(), h, w, &mut oh, &mut ow) };
+        let size_ok = h > 0 && w > 0 && fits;
+        if !size_ok {
+            assert_eq!(s, QK_ERR_INVALID_ARGUMENT, "{d:?} on {h}x{w}");
+        } else {
+            ok(s);
+            assert_eq!(
+                oh,
+                (h + 2 * d.pad_h - span(d.kernel_h, d.dilation_h)) / d.stride_h + 1
+            );
+            assert_eq!(
+                ow,
+                (w + 2 * d.pad_w - span(d.kernel_w, d.dilation_w)) / d.stride_w + 1
+            );
+        }
+        let need = batch * oh * ow * d.out_channels;
+        let out_len = if size_ok && next(4) == 0 {
+            need.saturating_sub(1 + next(2))
+        } else {
+            need + next(3)
+        };
+        let x: Vec<u8> = (0..batch * h * w * d.in_channels)
+            .map(|_| next(256) as u8)
+            .collect();
+        let mut y = vec![0u8; out_len];
+        let (xq, yq) = (QParams::new(0.04, 7), QParams::new(0.3, 90));
+        // SAFETY: `x` holds batch·h·w·IC bytes, `y` `out_len`.
+        let s = unsafe {
+            qk_conv2d_u8(
+                hnd.ptr(),
+                x.as_ptr(),
+                batch,
+                h,
+                w,
+                qp(xq),
+                qp(yq),
+                false,
+                y.as_mut_ptr(),
+                out_len,
+            )
+        };
+        let run_ok = batch > 0 && size_ok && out_len >= need;
+        if !run_ok {
+            assert_eq!(
+                s, QK_ERR_INVALID_ARGUMENT,
+                "{d:?} {batch}x{h}x{w} out_len {out_len}"
+            );
+            continue;
+        }
+        ok(s);
+        ran += 1;
+        let geo = Conv2dGeometry {
+            batch,
+            in_h: h,
+            in_w: w,
+            in_c: d.in_channels,
+            out_c: d.out_channels,
+            kernel_h: d.kernel_h,
+            kernel_w: d.kernel_w,
+            stride_h: d.stride_h,
+            stride_w: d.stride_w,
+            pad_h: d.pad_h,
+            pad_w: d.pad_w,
+            dilation_h: d.dilation_h,
+            dilation_w: d.dilation_w,
+            groups: d.groups,
+        };
+        let wq = WeightQParams::per_tensor(scales[0], 0);
+        let k = d.out_channels * (d.in_channels / d.groups) * d.kernel_h * d.kernel_w;
+        let want = qkernels::reference::conv2d_nhwc(
+            &geo,
+            &x,
+            xq,
+            &wts[..k],
+            &wq,
+            None,
+            yq,
+            false,
+            Accumulation::Exact,
+        );
+        assert_eq!(y[..need], want[..], "{d:?} {batch}x{h}x{w}");
+    }
+    // The generator must exercise both sides of every check.
+    assert!(packed > 200 && ran > 100, "packed {packed}, ran {ran}");
+    println!("random conv arguments: {packed} packed, {ran} ran");
+}
