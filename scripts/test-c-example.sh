@@ -7,7 +7,8 @@
 # * compiles examples/c/main.c against include/qkernels.h + libqkernels.a and runs it on the
 #   digits model on every ISA this CPU supports, checking every output line against the values
 #   computed independently by examples/c/expected.rs (qkernels-ref for the ops, PyTorch's
-#   stored logits for the model). Lines starting with '#' are commentary, not compared.
+#   stored logits for the model). Lines starting with '#' are commentary, not compared;
+# * runs tests/c_api.rs once per supported ISA (forced with QKERNELS_ISA).
 #
 # Uses the `test` profile (optimised, debug assertions on), whose dependencies `cargo test`
 # has already built; QKERNELS_C_PROFILE=release switches to the release profile.
@@ -80,6 +81,10 @@ for isa in scalar avx2 avx512vnni neon neondot neoni8mm; do
     echo "C example output on $isa differs from the expected values (diff above)" >&2
     exit 1
   fi
+  # The Rust-side C ABI suite (golden cases, bad arguments, threads) on this ISA too: the plain
+  # `cargo test` run covers only the best one.
+  echo "-- tests/c_api.rs with QKERNELS_ISA=$isa"
+  QKERNELS_ISA="$isa" cargo test --quiet --test c_api
   checked=$((checked + 1))
   last="$isa"
 done
