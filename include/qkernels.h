@@ -125,12 +125,14 @@ extern "C" {
 /**
  * The message of this thread's last failed call, or `""` if no call on this thread has
  * failed. Never NULL. The string is owned by the library and stays valid until the next
- * failing call on the same thread (successful calls leave it unchanged); copy it to keep it.
+ * failing call or [`qk_clear_last_error`] on the same thread (successful calls leave it
+ * unchanged); copy it to keep it.
  */
 const char *qk_last_error(void);
 
 /**
- * Clears this thread's last error message (so [`qk_last_error`] returns `""`).
+ * Clears this thread's last error message (so [`qk_last_error`] returns `""`; a pointer it
+ * returned before is no longer valid).
  */
 void qk_clear_last_error(void);
 

@@ -371,7 +371,8 @@ const VERSION_C: &CStr =
 
 /// The message of this thread's last failed call, or `""` if no call on this thread has
 /// failed. Never NULL. The string is owned by the library and stays valid until the next
-/// failing call on the same thread (successful calls leave it unchanged); copy it to keep it.
+/// failing call or [`qk_clear_last_error`] on the same thread (successful calls leave it
+/// unchanged); copy it to keep it.
 #[unsafe(no_mangle)]
 pub extern "C" fn qk_last_error() -> *const c_char {
     LAST_ERROR
@@ -382,7 +383,8 @@ pub extern "C" fn qk_last_error() -> *const c_char {
         .unwrap_or(c"".as_ptr())
 }
 
-/// Clears this thread's last error message (so [`qk_last_error`] returns `""`).
+/// Clears this thread's last error message (so [`qk_last_error`] returns `""`; a pointer it
+/// returned before is no longer valid).
 #[unsafe(no_mangle)]
 pub extern "C" fn qk_clear_last_error() {
     set_last_error(String::new());
