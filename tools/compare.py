@@ -116,24 +116,46 @@ def export_for_qkernels(qmodel, path, size):
                                            "mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"})
 
 
-def time_callable(fn, iters):
+def time_callable(fn, iters, cpu):
+    """Wall-clock latencies (ms); appends the process CPU time of each call (ms) to `cpu`."""
     out = []
     for _ in range(iters):
+        c = time.process_time()
         t = time.perf_counter()
         fn()
         out.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
     return out
 
 
-def time_qkernels(a, model_path):
+def children_cpu_ms():
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r.ru_utime + r.ru_stime) * 1e3
+
+
+def run_qkernels(a, model_path, iters):
     cmd = [a.qkernels, "bench", "--model", model_path, "--batch", str(a.batch),
-           "--size", f"{a.size},{a.size}", "--threads", str(a.threads), "--iters", str(a.iters), "--json"]
+           "--size", f"{a.size},{a.size}", "--threads", str(a.threads), "--iters", str(iters), "--json"]
+    c = children_cpu_ms()
     r = subprocess.run(cmd, capture_output=True, text=True)
+    cpu = children_cpu_ms() - c
     if r.returncode != 0:
         raise SystemExit(f"qkernels bench failed: {r.stderr.strip()}")
-    j = json.loads(r.stdout)
-    # Per-iteration latencies when the CLI reports them, else its median for this round.
-    return [float(v) for v in j.get("latencies_ms", [j["median_ms"]])], j
+    return json.loads(r.stdout), cpu
+
+
+def time_qkernels(a, model_path):
+    """Per-iteration wall latencies of one `qkernels bench` run, and the mean CPU time of an
+    iteration: (CPU of an `--iters K` run - CPU of an `--iters 1` run) / (K - 1), which
+    removes the model load, packing and warm-up the process also spends."""
+    j, cpu_k = run_qkernels(a, model_path, a.iters)
+    lat = [float(v) for v in j.get("latencies_ms", [j["median_ms"]])]
+    cpu = []
+    if a.iters > 1:
+        _, cpu_1 = run_qkernels(a, model_path, 1)
+        cpu = [max(cpu_k - cpu_1, 0.0) / (a.iters - 1)]
+    return lat, j, cpu
 
 
 def main():
@@ -173,29 +195,43 @@ def main():
         torch.backends.quantized.engine = "fbgemm"
         export_for_qkernels(fb, model_path, a.size)
     times = {name: [] for name in engines}
+    cpu = {name: [] for name in engines}
     if "qkernels" not in skip:
         times["qkernels"] = []
+        cpu["qkernels"] = []
     for name, fn in engines.items():  # warm-up
-        time_callable(fn, 3)
+        time_callable(fn, 3, [])
+    load = [os.getloadavg()[0]]
     for r in range(a.rounds):
         for name, fn in engines.items():
-            times[name] += time_callable(fn, a.iters)
+            times[name] += time_callable(fn, a.iters, cpu[name])
         if "qkernels" not in skip:
-            lat, qk_info = time_qkernels(a, model_path)
+            lat, qk_info, c = time_qkernels(a, model_path)
             times["qkernels"] += lat
-        print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
+            cpu["qkernels"] += c
+        load.append(os.getloadavg()[0])
+        print(f"round {r + 1}/{a.rounds} done (load {load[-1]:.2f})", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in times.items()}
+    cmed = {k: statistics.median(v) for k, v in cpu.items() if v}
     print(f"\nint8 ResNet-18, batch {a.batch}, {a.size}x{a.size}, threads {a.threads}, "
           f"isa {a.isa or 'best'}; {a.rounds} interleaved rounds x {a.iters} iterations")
+    print(f"1-minute load average during the run: {min(load):.2f} .. {max(load):.2f} "
+          f"({os.cpu_count()} CPUs)")
     if qk_info:
         print(f"qkernels ISA: {qk_info.get('isa')}")
-    print(f"{'engine':<16} {'median ms':>10} {'min ms':>9} {'qkernels/engine':>16}")
+    print(f"{'engine':<16} {'median ms':>10} {'min ms':>9} {'qkernels/engine':>16} "
+          f"{'CPU ms/iter':>12} {'CPU ratio':>10}")
     for k, v in times.items():
         ratio = med["qkernels"] / med[k] if "qkernels" in med else float("nan")
-        print(f"{k:<16} {med[k]:>10.2f} {min(v):>9.2f} {ratio:>16.3f}")
+        c = cmed.get(k, float("nan"))
+        cr = cmed["qkernels"] / c if "qkernels" in cmed and k in cmed else float("nan")
+        print(f"{k:<16} {med[k]:>10.2f} {min(v):>9.2f} {ratio:>16.3f} {c:>12.2f} {cr:>10.3f}")
+    print("CPU ms/iter: process CPU time per inference (all threads; qkernels: mean over the "
+          "timed iterations).\nWith one thread it is the latency without the time the thread "
+          "spent descheduled, so it is robust to a loaded machine; with N threads it is the total work.")
     if a.json:
         print(json.dumps({"median_ms": med, "min_ms": {k: min(v) for k, v in times.items()},
-                          "args": vars(a)}))
+                          "cpu_ms": cmed, "load": load, "args": vars(a)}))
 
 
 if __name__ == "__main__":
