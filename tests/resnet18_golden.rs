@@ -212,3 +212,27 @@ fn digits_model_297_real_images_every_isa() {
         assert_eq!(correct, 288, "{isa}: accuracy");
     }
 }
+
+/// `preprocess::resize_bilinear` against PyTorch's `F.interpolate(mode="bilinear",
+/// align_corners=False)` on random images, up and down (tools/make_resize_golden.py).
+#[test]
+fn bilinear_resize_matches_pytorch_bit_for_bit() {
+    let b = std::fs::read(repo("tests/data/resize_golden.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&b).unwrap();
+    let mut cases = 0;
+    for i in 0.. {
+        let Ok(x) = st.tensor(&format!("case{i}/x")) else {
+            break;
+        };
+        let y = st.tensor(&format!("case{i}/y")).unwrap();
+        let (c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let (oh, ow) = (y.shape()[1], y.shape()[2]);
+        let mut out = vec![0f32; c * oh * ow];
+        preprocess::resize_bilinear(&f32s(x.data()), c, h, w, oh, ow, &mut out);
+        let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+        let want: Vec<u32> = f32s(y.data()).iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, want, "case {i}: {c}x{h}x{w} -> {oh}x{ow}");
+        cases += 1;
+    }
+    assert_eq!(cases, 10);
+}
