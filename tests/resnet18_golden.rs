@@ -236,3 +236,34 @@ fn bilinear_resize_matches_pytorch_bit_for_bit() {
     }
     assert_eq!(cases, 10);
 }
+
+/// One model shared by four threads at once, each with its own workspace: every thread gets
+/// PyTorch's bytes; a workspace stops growing after its first (largest) run.
+#[test]
+fn shared_model_from_several_threads() {
+    let d = digits();
+    let model = Model::load(repo("models/digits_resnet18.safetensors")).unwrap();
+    let x = digits_input(&model, &d.images[..64 * 64]);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (model, x, d) = (&model, &x, &d);
+            s.spawn(move || {
+                let mut ws = Workspace::new();
+                let imgs = t * 16..(t + 1) * 16;
+                let xs = &x[imgs.start * 3072..imgs.end * 3072];
+                let mut q = vec![0u8; 16 * 10];
+                model
+                    .run_quantized_with(&mut ws, xs, 16, 32, 32, &mut q)
+                    .unwrap();
+                assert_eq!(q, d.logits_q[imgs.start * 10..imgs.end * 10], "thread {t}");
+                let cap = ws.capacity_bytes();
+                for b in [16, 3, 1] {
+                    model
+                        .run_quantized_with(&mut ws, &xs[..b * 3072], b, 32, 32, &mut q[..b * 10])
+                        .unwrap();
+                    assert_eq!(ws.capacity_bytes(), cap, "no growth after warm-up");
+                }
+            });
+        }
+    });
+}
