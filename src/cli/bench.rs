@@ -143,6 +143,7 @@ pub fn bench(a: &BenchArgs, opts: &ModelOptions, threads: usize) -> Result<(), S
             "iters": a.iters,
             "median_ms": ms(median),
             "min_ms": ms(min),
+            "latencies_ms": totals.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
             "images_per_s": ips,
             "gmac_per_image": total_macs as f64 / b as f64 / 1e9,
             "gmac_per_s": gmacs,
