@@ -11,6 +11,10 @@
 //! `docs/model-format.md` / the PyTorch pipeline exactly: each conv writes its own output
 //! qparams, maxpool and avgpool keep their input's, each residual add writes the add module's
 //! own, and the fc reads `layer4.1.add_relu`'s.
+//!
+//! Each block's residual `add_relu` runs fused into its `conv2` ([`Conv2d::run_add`]: the add
+//! is applied in place over the conv's u8 output, same bytes as the separate ops) except in
+//! [`Model::run_traced`], which keeps them apart so that `conv2`'s own output can be reported.
 
 use super::model::{RawConv, RawModel, WIDTHS};
 use super::{Metadata, ModelOptions};
