@@ -427,6 +427,9 @@ struct Plan<'p> {
     /// The kernel reads row-major u8 A panels: full panels of a matrix with `lda == K == kp`
     /// are read in place, streamed rows are filled straight into the panel.
     a_rows: bool,
+    /// Single-row kernel (same packed B) for a last A panel holding one row: a full MR-row tile
+    /// would spend MR× the MACs on it (M = 49 = 8·6 + 1 in ResNet's last stage).
+    tail1: Option<&'static GemmKernel>,
     ldc: usize,
 }
 
@@ -437,6 +440,8 @@ enum PanelAt {
     Packed(usize),
     /// Offset into the source matrix (a full panel read in place).
     Source(usize),
+    /// Offset into `Scratch::packed_a` of a one-row tail panel packed for `Plan::tail1`.
+    Tail1(usize),
 }
 
 /// Per-thread scratch, reused across the work items a thread runs.
@@ -455,7 +460,7 @@ impl Scratch {
         Scratch {
             packed_a: AVec::from_iter(64, std::iter::repeat_n(0u8, panels * plan.a_panel)),
             panels: Vec::with_capacity(panels),
-            rowbuf: if plan.a.as_matrix().is_some() || plan.a_rows {
+            rowbuf: if plan.a.as_matrix().is_some() {
                 Vec::new()
             } else {
                 vec![0u8; kern.mr * plan.pw.k]
@@ -520,6 +525,7 @@ fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usiz
             .collect(),
         epilogue: Epilogue::new(kern.isa),
         a_rows: a_is_row_major_u8(kern),
+        tail1: if kern.mr > 1 { pw.gemv } else { None },
         ldc,
     };
     let items: Vec<(usize, usize)> = (0..m.div_ceil(plan.mc))
@@ -571,10 +577,14 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
         let r = mr.min(rows - i0);
         let off = p * plan.a_panel;
         let dst = &mut s.packed_a[off..off + plan.a_panel];
+        let tail1 = plan.tail1.filter(|_| r == 1);
         let (src, lda): (&[u8], usize) = match plan.a.as_matrix() {
             Some((data, lda)) => {
                 let src = &data[(row0 + i0) * lda..];
-                if plan.a_rows && r == mr && lda == k && k == plan.kp {
+                if let Some(g) = tail1 {
+                    (g.pack_a)(src, lda, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
+                    s.panels.push(PanelAt::Tail1(off));
+                } else if plan.a_rows && r == mr && lda == k && k == plan.kp {
                     s.panels.push(PanelAt::Source((row0 + i0) * lda));
                 } else {
                     (kern.pack_a)(src, lda, r, k, dst);
@@ -582,7 +592,7 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
                 }
                 (src, lda)
             }
-            None if plan.a_rows => {
+            None if plan.a_rows && tail1.is_none() => {
                 // Rows straight into the panel (row stride kp), then the zero padding.
                 let kp = plan.kp;
                 plan.a.fill(row0 + i0, r, 0, k, dst, kp);
@@ -598,8 +608,13 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
             }
             None => {
                 plan.a.fill(row0 + i0, r, 0, k, &mut s.rowbuf, k);
-                (kern.pack_a)(&s.rowbuf, k, r, k, dst);
-                s.panels.push(PanelAt::Packed(off));
+                if let Some(g) = tail1 {
+                    (g.pack_a)(&s.rowbuf, k, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
+                    s.panels.push(PanelAt::Tail1(off));
+                } else {
+                    (kern.pack_a)(&s.rowbuf, k, r, k, dst);
+                    s.panels.push(PanelAt::Packed(off));
+                }
                 (&s.rowbuf, k)
             }
         };
@@ -618,25 +633,34 @@ fn tile(plan: &Plan<'_>, s: &mut Scratch, rows: usize, ip: usize, p: usize) -> (
     let (mr, nr) = (kern.mr, kern.nr);
     let r = mr.min(rows - ip * mr);
     let cols = nr.min(plan.pw.n - p * nr);
-    let ap = match s.panels[ip] {
-        PanelAt::Packed(off) => &s.packed_a[off..off + plan.a_panel],
+    let (ap, ukern) = match s.panels[ip] {
+        PanelAt::Packed(off) => (&s.packed_a[off..off + plan.a_panel], kern),
         PanelAt::Source(off) => {
             let (data, _) = plan
                 .a
                 .as_matrix()
                 .expect("in-place panels come from a matrix");
-            &data[off..off + plan.a_panel]
+            (&data[off..off + plan.a_panel], kern)
+        }
+        PanelAt::Tail1(off) => {
+            let g = plan
+                .tail1
+                .expect("tail panels exist only with a tail kernel");
+            (&s.packed_a[off..off + (g.a_panel_bytes)(plan.pw.k)], g)
         }
     };
     let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
-    debug_assert_eq!(bp.len(), (kern.b_panel_bytes)(plan.pw.k));
-    // SAFETY: `ap`/`bp` are whole panels in this kernel's layouts for K = `pw.k` (`kp` is K
-    // rounded to KR; an in-place A panel is MR full rows of kp = K = lda bytes, exactly what
-    // `pack_a` would produce for a row-major kernel, checked by `a_is_row_major_u8`; the GEMV companion shares `pack_b` with the packing kernel); `s.tile`
-    // holds MR×NR i32 with row stride NR; `1 ≤ r ≤ MR`, `1 ≤ cols ≤ NR`; the kernel's ISA was
-    // checked when the weights were packed.
+    debug_assert_eq!(bp.len(), (ukern.b_panel_bytes)(plan.pw.k));
+    debug_assert_eq!(ap.len(), (ukern.a_panel_bytes)(plan.pw.k));
+    debug_assert!(r <= ukern.mr && plan.kp == ukern.round_k(plan.pw.k));
+    // SAFETY: `ap`/`bp` are whole panels in `ukern`'s layouts for K = `pw.k` (`kp` is K rounded
+    // to KR, the same for the kernel and its GEMV companion). An in-place A panel is MR full rows
+    // of kp = K = lda bytes, exactly what `pack_a` produces for a row-major kernel
+    // (`a_is_row_major_u8`); a tail panel was packed by the companion's own `pack_a`; the
+    // companion shares `pack_b` with the kernel that packed B. `s.tile` holds MR×NR i32 with
+    // row stride NR; `1 ≤ r ≤ ukern.mr`, `1 ≤ cols ≤ NR`; the ISA was checked at pack time.
     unsafe {
-        (kern.ukernel)(
+        (ukern.ukernel)(
             plan.kp,
             ap.as_ptr(),
             bp.as_ptr(),

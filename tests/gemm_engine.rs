@@ -215,6 +215,11 @@ fn sizes(rng: &mut StdRng, cases: usize) -> Vec<(usize, usize, usize)> {
         (9, 65, 130),
         (15, 16, 2),
         (64, 64, 64),
+        // one-row tails after full 6- / 8-row panels (the driver's single-row tail kernel)
+        (7, 64, 100),
+        (13, 70, 33),
+        (49, 130, 300),
+        (9, 33, 17),
     ];
     while v.len() < cases {
         v.push((
