@@ -273,8 +273,16 @@ fn table() {
         };
         let mut peak = probe(reps);
         let mut rows = Vec::new();
-        for kern in kernels_for(isa) {
-            for &(m, n, k) in SHAPES {
+        let kfilter = std::env::var("QKERNELS_GEMM_KERNEL").unwrap_or_default();
+        let sfilter = std::env::var("QKERNELS_GEMM_SHAPE").unwrap_or_default();
+        for kern in kernels_for(isa)
+            .into_iter()
+            .filter(|k| k.name.contains(&kfilter))
+        {
+            for &(m, n, k) in SHAPES
+                .iter()
+                .filter(|(m, n, k)| format!("{m}x{n}x{k}").contains(&sfilter))
+            {
                 let (a, w, bias) = data(m, n, k);
                 let wq = WeightQParams::per_channel(vec![0.01; n], vec![0; n]);
                 let pw = PackedWeights::with_kernel(&w, n, k, &wq, Some(&bias), kern).unwrap();
