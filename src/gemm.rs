@@ -21,6 +21,7 @@ use qkernels_kernels::gemm::{GemmKernel, a_is_row_major_u8, best_kernel, gemv_co
 use qkernels_kernels::requant::{Epilogue, RequantCols, correct_tile};
 use qkernels_ref::RequantParams;
 use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
 
 /// Options fixed at pack time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,8 +122,19 @@ impl ASource for Matrix<'_> {
     }
 }
 
-/// Weights packed once for one microkernel, with everything the epilogue needs.
+/// Requantization constants of the last `gemm_requant` call, keyed by its quantization
+/// parameters: building them costs N f32 divisions and two allocations, as much as the whole
+/// multiply for a GEMV (M = 1).
 #[derive(Clone)]
+struct EpilogueCache {
+    a_q: QParams,
+    out_q: QParams,
+    relu: bool,
+    rq: Arc<RequantParams>,
+    col_term: Arc<Vec<i32>>,
+}
+
+/// Weights packed once for one microkernel, with everything the epilogue needs.
 pub struct PackedWeights {
     kernel: &'static GemmKernel,
     /// Single-row companion of `kernel` reading the same packed B (used when M = 1).
@@ -137,6 +149,26 @@ pub struct PackedWeights {
     any_w_zp: bool,
     wq: WeightQParams,
     bias: Option<Vec<f32>>,
+    cache: Mutex<Option<EpilogueCache>>,
+}
+
+impl Clone for PackedWeights {
+    fn clone(&self) -> PackedWeights {
+        PackedWeights {
+            kernel: self.kernel,
+            gemv: self.gemv,
+            n: self.n,
+            k: self.k,
+            packed: self.packed.clone(),
+            panel_bytes: self.panel_bytes,
+            col_offsets: self.col_offsets.clone(),
+            w_zp: self.w_zp.clone(),
+            any_w_zp: self.any_w_zp,
+            wq: self.wq.clone(),
+            bias: self.bias.clone(),
+            cache: Mutex::new(None),
+        }
+    }
 }
 
 impl std::fmt::Debug for PackedWeights {
@@ -236,7 +268,48 @@ impl PackedWeights {
             w_zp,
             wq: wq.clone(),
             bias: bias.map(<[f32]>::to_vec),
+            cache: Mutex::new(None),
         })
+    }
+
+    /// `a_zp · col_off[j]` for every column (wrapping).
+    fn col_term(&self, a_zp: i32) -> Vec<i32> {
+        self.col_offsets
+            .iter()
+            .map(|&c| a_zp.wrapping_mul(c))
+            .collect()
+    }
+
+    /// The requantization constants and column terms for these parameters, from the one-entry
+    /// cache when the previous call used the same ones (the usual case: a layer is called with
+    /// fixed qparams). Identical values either way: the cache only stores what
+    /// [`PackedWeights::requant_params`] returns.
+    fn epilogue_constants(
+        &self,
+        a_q: QParams,
+        out_q: QParams,
+        relu: bool,
+    ) -> (Arc<RequantParams>, Arc<Vec<i32>>) {
+        if let Ok(guard) = self.cache.lock()
+            && let Some(c) = guard.as_ref()
+            && c.a_q == a_q
+            && c.out_q == out_q
+            && c.relu == relu
+        {
+            return (c.rq.clone(), c.col_term.clone());
+        }
+        let rq = Arc::new(self.requant_params(a_q, out_q, relu));
+        let col_term = Arc::new(self.col_term(a_q.zero_point));
+        if let Ok(mut guard) = self.cache.lock() {
+            *guard = Some(EpilogueCache {
+                a_q,
+                out_q,
+                relu,
+                rq: rq.clone(),
+                col_term: col_term.clone(),
+            });
+        }
+        (rq, col_term)
     }
 
     /// Output channels `N`.
@@ -278,10 +351,12 @@ impl PackedWeights {
 enum Sink<'o> {
     U8 {
         out: &'o mut [u8],
-        rq: RequantParams,
+        rq: Arc<RequantParams>,
+        col_term: Arc<Vec<i32>>,
     },
     I32 {
         out: &'o mut [i32],
+        col_term: Arc<Vec<i32>>,
     },
 }
 
@@ -323,8 +398,8 @@ pub fn gemm_requant(
     check_qparams_u8(a_q, "input")?;
     check_qparams_u8(out_q, "output")?;
     check_out(m, pw.n, ldc, out.len())?;
-    let rq = pw.requant_params(a_q, out_q, relu);
-    run(pw, a, a_q.zero_point, Sink::U8 { out, rq }, ldc);
+    let (rq, col_term) = pw.epilogue_constants(a_q, out_q, relu);
+    run(pw, a, Sink::U8 { out, rq, col_term }, ldc);
     Ok(())
 }
 
@@ -338,7 +413,8 @@ pub fn gemm_i32(
 ) -> Result<()> {
     let m = check_a(pw, a)?;
     check_out(m, pw.n, ldc, out.len())?;
-    run(pw, a, a_zp, Sink::I32 { out }, ldc);
+    let col_term = Arc::new(pw.col_term(a_zp));
+    run(pw, a, Sink::I32 { out, col_term }, ldc);
     Ok(())
 }
 
@@ -422,7 +498,7 @@ struct Plan<'p> {
     /// B panels per N chunk.
     pc: usize,
     /// `a_zp · col_off[j]`.
-    col_term: Vec<i32>,
+    col_term: Arc<Vec<i32>>,
     epilogue: Epilogue,
     /// The kernel reads row-major u8 A panels: full panels of a matrix with `lda == K == kp`
     /// are read in place, streamed rows are filled straight into the panel.
@@ -515,7 +591,7 @@ impl Drop for Scratch {
 ///
 /// M = 1 uses the kernel's single-row companion (same packed B). The partition into work items
 /// depends on the thread count, the arithmetic of each output element does not.
-fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usize) {
+fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
     let m = a.rows();
     let kern = if m == 1 {
         pw.gemv.unwrap_or(pw.kernel)
@@ -549,11 +625,9 @@ fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usiz
         a_panel,
         mc: mc_panels * mr,
         pc,
-        col_term: pw
-            .col_offsets
-            .iter()
-            .map(|&c| a_zp.wrapping_mul(c))
-            .collect(),
+        col_term: match &sink {
+            Sink::U8 { col_term, .. } | Sink::I32 { col_term, .. } => col_term.clone(),
+        },
         epilogue: Epilogue::new(kern.isa),
         a_rows: a_is_row_major_u8(kern),
         tail1: if kern.mr > 1 { pw.gemv } else { None },
@@ -564,7 +638,7 @@ fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usiz
         .collect();
     let parallel = threads > 1 && items.len() > 1;
     match sink {
-        Sink::U8 { out, rq } => {
+        Sink::U8 { out, rq, .. } => {
             let base = OutPtr(out.as_mut_ptr());
             let run_item = |s: &mut Scratch, item: (usize, usize)| {
                 item_u8(&plan, s, item, base, &rq);
@@ -578,7 +652,7 @@ fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usiz
                 items.into_iter().for_each(|it| run_item(&mut s, it));
             }
         }
-        Sink::I32 { out } => {
+        Sink::I32 { out, .. } => {
             let base = OutPtr(out.as_mut_ptr());
             let run_item = |s: &mut Scratch, item: (usize, usize)| {
                 item_i32(&plan, s, item, base);
