@@ -11,6 +11,8 @@ use crate::validate::{
     check_capacity, check_len, check_nonzero, check_qparams_u8, checked_product,
 };
 use crate::{Accumulation, Error, Isa, QParams, Result, WeightQParams};
+use qkernels_kernels::depthwise::{self, DepthwisePacked, DwGeometry, DwRequant};
+use qkernels_ref::RequantParams;
 
 /// Hyper-parameters of a conv layer (independent of the input's spatial size and batch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,30 +104,7 @@ impl Conv2dParams {
     /// Output spatial size for an `h × w` input; `Err` if the (padded) input is smaller than the
     /// dilated kernel or a size overflows.
     pub fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
-        let ext = |input: usize,
-                   k: usize,
-                   s: usize,
-                   p: usize,
-                   d: usize,
-                   what: &str|
-         -> Result<usize> {
-            let span = d
-                .checked_mul(k - 1)
-                .and_then(|v| v.checked_add(1))
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!("conv {what}: kernel span overflows"))
-                })?;
-            let padded = p
-                .checked_mul(2)
-                .and_then(|v| v.checked_add(input))
-                .ok_or_else(|| Error::InvalidArgument(format!("conv {what}: padding overflows")))?;
-            if padded < span {
-                return crate::invalid!(
-                    "conv {what}: kernel extent {span} larger than padded input {padded}: no output"
-                );
-            }
-            Ok((padded - span) / s + 1)
-        };
+        use crate::validate::window_output_extent as ext;
         Ok((
             ext(
                 h,
@@ -133,7 +112,7 @@ impl Conv2dParams {
                 self.stride_h,
                 self.pad_h,
                 self.dilation_h,
-                "height",
+                "conv height",
             )?,
             ext(
                 w,
@@ -141,7 +120,7 @@ impl Conv2dParams {
                 self.stride_w,
                 self.pad_w,
                 self.dilation_w,
-                "width",
+                "conv width",
             )?,
         ))
     }
@@ -167,8 +146,33 @@ impl Default for ConvOptions {
 #[derive(Clone, Debug)]
 pub struct Conv2d {
     params: Conv2dParams,
-    groups: Vec<PackedWeights>,
+    engine: Engine,
     opts: ConvOptions,
+}
+
+/// How a conv layer is computed.
+#[derive(Clone, Debug)]
+enum Engine {
+    /// One packed GEMM per group (im2col rows streamed into the A packing).
+    Gemm(Vec<PackedWeights>),
+    /// The direct depthwise kernel (groups = IC, OC ∈ {IC, 2·IC}).
+    Depthwise(Box<DepthwiseEngine>),
+}
+
+#[derive(Clone, Debug)]
+struct DepthwiseEngine {
+    packed: DepthwisePacked,
+    wq: WeightQParams,
+    bias: Option<Vec<f32>>,
+    saturate: bool,
+}
+
+/// Whether a layer runs on the direct depthwise kernel: one input channel per group (more than
+/// one group) and a channel multiplier of 1 or 2. Any kernel size, stride, padding, dilation.
+pub fn uses_depthwise_kernel(p: &Conv2dParams) -> bool {
+    p.groups > 1
+        && p.groups == p.in_channels
+        && (p.out_channels == p.groups || p.out_channels == 2 * p.groups)
 }
 
 impl Conv2d {
@@ -208,6 +212,34 @@ impl Conv2d {
         }
         // Whether PyTorch would saturate on this layer depends only on its hyper-parameters.
         let saturate = qkernels_ref::conv::conv_saturates(&p.geometry(1, 1, 1), opts.accumulation);
+        if uses_depthwise_kernel(p) {
+            if !opts.isa.is_supported() {
+                return Err(Error::Unsupported(format!(
+                    "ISA {} is not supported by this CPU",
+                    opts.isa
+                )));
+            }
+            let zps: Vec<i32> = (0..p.out_channels).map(|o| wq.zero_point(o)).collect();
+            let packed = DepthwisePacked::new(
+                p.in_channels,
+                p.out_channels / p.in_channels,
+                p.kernel_h,
+                p.kernel_w,
+                w_oihw,
+                &zps,
+            );
+            let engine = Engine::Depthwise(Box::new(DepthwiseEngine {
+                packed,
+                wq: wq.clone(),
+                bias: bias.map(<[f32]>::to_vec),
+                saturate,
+            }));
+            return Ok(Conv2d {
+                params,
+                engine,
+                opts: *opts,
+            });
+        }
         let geo = p.geometry(1, p.kernel_h, p.kernel_w);
         let ocg = p.out_channels / p.groups;
         let gopts = GemmOptions {
@@ -224,7 +256,7 @@ impl Conv2d {
             .collect::<Result<Vec<_>>>()?;
         Ok(Conv2d {
             params,
-            groups,
+            engine: Engine::Gemm(groups),
             opts: *opts,
         })
     }
@@ -269,9 +301,16 @@ impl Conv2d {
         let n_out = checked_product(&[batch, oh, ow, p.out_channels], "conv output")?;
         check_capacity(out.len(), n_out, "conv output")?;
         let geo = p.geometry(batch, h, w);
+        let groups = match &self.engine {
+            Engine::Gemm(groups) => groups,
+            Engine::Depthwise(dw) => {
+                self.run_depthwise(dw, x, &geo, x_q, out_q, relu, &mut out[..n_out]);
+                return Ok(());
+            }
+        };
         let ocg = p.out_channels / p.groups;
         let m = batch * oh * ow;
-        for (g, pw) in self.groups.iter().enumerate() {
+        for (g, pw) in groups.iter().enumerate() {
             let dst = &mut out[g * ocg..n_out];
             let direct = p.groups == 1
                 && p.kernel_h == 1
@@ -299,6 +338,129 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// Whether this layer runs on the direct depthwise kernel (else: GEMM per group).
+    pub fn is_depthwise(&self) -> bool {
+        matches!(self.engine, Engine::Depthwise(_))
+    }
+
+    /// Whether this layer accumulates with fbgemm's pair saturation (decided at pack time from
+    /// the layer's hyper-parameters and [`ConvOptions::accumulation`]).
+    pub fn saturates(&self) -> bool {
+        match &self.engine {
+            Engine::Gemm(groups) => groups[0].saturates(),
+            Engine::Depthwise(dw) => dw.saturate,
+        }
+    }
+
+    fn run_depthwise(
+        &self,
+        dw: &DepthwiseEngine,
+        x: &[u8],
+        geo: &crate::Conv2dGeometry,
+        x_q: QParams,
+        out_q: QParams,
+        relu: bool,
+        out: &mut [u8],
+    ) {
+        let (c, m) = (dw.packed.channels, dw.packed.mult);
+        let oc = c * m;
+        let rq = RequantParams::new(oc, x_q, &dw.wq, dw.bias.as_deref(), out_q, relu);
+        // Constants in the kernel's [j][c] layout (output channel c·m + j).
+        let perm = |v: &[f32]| -> Vec<f32> {
+            (0..m)
+                .flat_map(|j| (0..c).map(move |i| v[i * m + j]))
+                .collect()
+        };
+        let krq = DwRequant {
+            mult: perm(&rq.mult),
+            bias_acc: rq.bias_acc.as_deref().map(perm),
+            out_zp: rq.out_zp,
+            qmin: rq.qmin,
+            qmax: rq.qmax,
+        };
+        let g = DwGeometry {
+            batch: geo.batch,
+            in_h: geo.in_h,
+            in_w: geo.in_w,
+            out_h: geo.out_h(),
+            out_w: geo.out_w(),
+            stride_h: geo.stride_h,
+            stride_w: geo.stride_w,
+            pad_h: geo.pad_h,
+            pad_w: geo.pad_w,
+            dilation_h: geo.dilation_h,
+            dilation_w: geo.dilation_w,
+        };
+        let rows = g.batch * g.out_h;
+        let row_bytes = g.out_w * oc;
+        let threads = rayon::current_num_threads();
+        let chunk_rows = if threads > 1 {
+            rows.div_ceil(threads * 4).max(1)
+        } else {
+            rows
+        };
+        let pad = x_q.zero_point as u8;
+        let work = |(i, chunk): (usize, &mut [u8])| {
+            let r0 = i * chunk_rows;
+            let r1 = r0 + chunk.len() / row_bytes;
+            // SAFETY: `self.opts.isa` was checked as supported when the layer was packed.
+            unsafe {
+                depthwise::run(
+                    self.opts.isa,
+                    &dw.packed,
+                    &g,
+                    x,
+                    pad,
+                    dw.saturate,
+                    &krq,
+                    r0..r1,
+                    chunk,
+                )
+            }
+        };
+        let chunks = out.chunks_mut(chunk_rows * row_bytes).enumerate();
+        if threads > 1 && rows > chunk_rows {
+            use rayon::prelude::*;
+            chunks.collect::<Vec<_>>().into_par_iter().for_each(work);
+        } else {
+            chunks.for_each(work);
+        }
+    }
+
+    /// Conv → requantize to `conv_q` → `quantized::add(conv_out, skip)` (→ ReLU when `relu`) to
+    /// `out_q`: the ResNet residual join. The bytes equal the unfused PyTorch sequence
+    /// (`qkernels_ref::add` on the conv's u8 output and `skip`, with the vector/tail formula
+    /// rule on the flattened NHWC index), because the conv's u8 output is formed first and the
+    /// add runs in place over it with the global rule.
+    ///
+    /// `skip` is NHWC `[batch, OH, OW, OC]` with qparams `skip_q`.
+    pub fn run_add(
+        &self,
+        x: &[u8],
+        batch: usize,
+        h: usize,
+        w: usize,
+        x_q: QParams,
+        conv_q: QParams,
+        skip: &[u8],
+        skip_q: QParams,
+        out_q: QParams,
+        relu: bool,
+        out: &mut [u8],
+    ) -> Result<()> {
+        check_qparams_u8(skip_q, "residual skip")?;
+        check_qparams_u8(out_q, "residual output")?;
+        let (oh, ow) = self.output_size(h, w)?;
+        let n_out = checked_product(&[batch, oh, ow, self.params.out_channels], "conv output")?;
+        check_len(skip.len(), n_out, "residual skip (NHWC)")?;
+        self.run(x, batch, h, w, x_q, conv_q, false, out)?;
+        let p = crate::ops::add_params(conv_q, skip_q, out_q, relu);
+        crate::ops::add_inplace_on(self.opts.isa, &mut out[..n_out], skip, &p, n_out / 64 * 64);
+        Ok(())
+    }
+}
+
 fn slice_wq(wq: &WeightQParams, start: usize, len: usize) -> WeightQParams {
     if wq.per_channel {
         WeightQParams::per_channel(
@@ -321,6 +483,69 @@ pub struct Im2col<'a> {
     pub ow: usize,
 }
 
+impl Im2col<'_> {
+    /// Writes `A[r][k0 .. k0 + d.len()]` straight into `d`: the row is a sequence of pieces —
+    /// input runs copied from the image, padded runs filled with the input zero point. With
+    /// dilation 1 and one group, the in-image part of a kernel row is one contiguous run of
+    /// `(#taps inside)·IC` bytes.
+    #[inline]
+    fn write_row(&self, r: usize, k0: usize, d: &mut [u8]) {
+        let g = &self.geo;
+        let icg = g.in_c_per_group();
+        let c0 = self.group * icg;
+        let (b, rem) = (r / (self.oh * self.ow), r % (self.oh * self.ow));
+        let (oy, ox) = (rem / self.ow, rem % self.ow);
+        let k1 = k0 + d.len();
+        // Copies piece [ks, ks + len) of the row (from x at `src`, or padding) clipped to k0..k1.
+        let mut piece = |ks: usize, len: usize, src: Option<usize>| {
+            let (lo, hi) = (ks.max(k0), (ks + len).min(k1));
+            if lo >= hi {
+                return;
+            }
+            let dd = &mut d[lo - k0..hi - k0];
+            match src {
+                Some(off) => dd.copy_from_slice(&self.x[off + (lo - ks)..off + (hi - ks)]),
+                None => dd.fill(self.pad),
+            }
+        };
+        let row_len = g.kernel_w * icg;
+        let contiguous = g.dilation_w == 1 && g.groups == 1;
+        for ky in 0..g.kernel_h {
+            let ks = ky * row_len;
+            if ks >= k1 || ks + row_len <= k0 {
+                continue;
+            }
+            let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_h as isize;
+            if iy < 0 || iy as usize >= g.in_h {
+                piece(ks, row_len, None);
+                continue;
+            }
+            let pix = |ix: usize| ((b * g.in_h + iy as usize) * g.in_w + ix) * g.in_c + c0;
+            let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
+            if contiguous {
+                // Taps kx with 0 ≤ ix0 + kx < in_w are inside: one run.
+                let lo = (-ix0).clamp(0, g.kernel_w as isize) as usize;
+                let hi = (g.in_w as isize - ix0).clamp(lo as isize, g.kernel_w as isize) as usize;
+                piece(ks, lo * icg, None);
+                if hi > lo {
+                    piece(
+                        ks + lo * icg,
+                        (hi - lo) * icg,
+                        Some(pix((ix0 + lo as isize) as usize)),
+                    );
+                }
+                piece(ks + hi * icg, (g.kernel_w - hi) * icg, None);
+            } else {
+                for kx in 0..g.kernel_w {
+                    let ix = ix0 + (kx * g.dilation_w) as isize;
+                    let src = (ix >= 0 && (ix as usize) < g.in_w).then(|| pix(ix as usize));
+                    piece(ks + kx * icg, icg, src);
+                }
+            }
+        }
+    }
+}
+
 impl ASource for Im2col<'_> {
     fn rows(&self) -> usize {
         self.geo.batch * self.oh * self.ow
@@ -331,31 +556,8 @@ impl ASource for Im2col<'_> {
     }
 
     fn fill(&self, row0: usize, rows: usize, k0: usize, kc: usize, dst: &mut [u8], ld: usize) {
-        let g = &self.geo;
-        let icg = g.in_c_per_group();
-        let c0 = self.group * icg;
-        let mut row = vec![0u8; g.k_per_group()];
         for i in 0..rows {
-            let r = row0 + i;
-            let (b, rem) = (r / (self.oh * self.ow), r % (self.oh * self.ow));
-            let (oy, ox) = (rem / self.ow, rem % self.ow);
-            let mut k = 0;
-            for ky in 0..g.kernel_h {
-                let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_h as isize;
-                for kx in 0..g.kernel_w {
-                    let ix = (ox * g.stride_w + kx * g.dilation_w) as isize - g.pad_w as isize;
-                    let seg = &mut row[k..k + icg];
-                    if iy >= 0 && ix >= 0 && (iy as usize) < g.in_h && (ix as usize) < g.in_w {
-                        let base =
-                            ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c + c0;
-                        seg.copy_from_slice(&self.x[base..base + icg]);
-                    } else {
-                        seg.fill(self.pad);
-                    }
-                    k += icg;
-                }
-            }
-            dst[i * ld..][..kc].copy_from_slice(&row[k0..k0 + kc]);
+            self.write_row(row0 + i, k0, &mut dst[i * ld..][..kc]);
         }
     }
 }

@@ -8,6 +8,47 @@ use crate::validate::{
     check_capacity, check_len, check_nonzero, check_qparams_u8, checked_product,
 };
 use crate::{Isa, Pool2d, QParams, Result};
+use qkernels_kernels::ops::{self as k, AddParams, PoolGeometry};
+
+/// Calls `$f` from the ISA's kernel module (`isa` must already be checked as supported; an ISA of
+/// another architecture cannot be, and falls to the portable kernels).
+macro_rules! dispatch {
+    ($isa:expr, $f:ident ( $($arg:expr),* )) => {{
+        match $isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller checked `Isa::Avx512Vnni.is_supported()` (AVX-512 F/BW + FMA);
+            // the argument contracts are established by the validation before the dispatch.
+            Isa::Avx512Vnni => unsafe { k::x86_avx512::$f($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller checked `Isa::Avx2.is_supported()` (AVX2 + FMA); contracts as above.
+            Isa::Avx2 => unsafe { k::x86_avx2::$f($($arg),*) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: every aarch64 ISA includes NEON; contracts as above.
+            Isa::Neon | Isa::NeonDot | Isa::NeonI8mm => unsafe { k::arm_neon::$f($($arg),*) },
+            _ => k::scalar::$f($($arg),*),
+        }
+    }};
+}
+
+/// The add constants of `quantized::add` for these qparams.
+pub(crate) fn add_params(a_q: QParams, b_q: QParams, out_q: QParams, relu: bool) -> AddParams {
+    AddParams::new(
+        a_q.scale_f32(),
+        a_q.zero_point,
+        b_q.scale_f32(),
+        b_q.zero_point,
+        out_q.scale_f32(),
+        out_q.zero_point,
+        relu,
+    )
+}
+
+/// In-place add on a sub-range of a flattened tensor: elements whose *local* index is below
+/// `vec_len` take the vector formula. `isa` must be supported; lengths equal.
+pub(crate) fn add_inplace_on(isa: Isa, a_out: &mut [u8], b: &[u8], p: &AddParams, vec_len: usize) {
+    debug_assert!(isa.is_supported() && a_out.len() == b.len());
+    dispatch!(isa, add_u8_inplace(a_out, b, p, vec_len))
+}
 
 /// Per-tensor quantize f32 → u8 (fbgemm `QuantizeAvx2`: multiply by `1/scale`, round half to
 /// even, add the zero point after rounding, saturate). `out.len()` must equal `x.len()`.
@@ -20,7 +61,8 @@ pub fn quantize_u8_with_isa(isa: Isa, x: &[f32], q: QParams, out: &mut [u8]) -> 
     crate::check_isa(isa)?;
     check_qparams_u8(q, "quantize")?;
     check_len(out.len(), x.len(), "quantize output")?;
-    out.copy_from_slice(&qkernels_ref::quantize_u8(x, q));
+    let inv = 1.0f32 / q.scale_f32();
+    dispatch!(isa, quantize_u8(x, inv, q.zero_point, out));
     Ok(())
 }
 
@@ -41,7 +83,8 @@ pub fn quantize_i8_with_isa(isa: Isa, x: &[f32], q: QParams, out: &mut [i8]) -> 
         );
     }
     check_len(out.len(), x.len(), "quantize_i8 output")?;
-    out.copy_from_slice(&qkernels_ref::quantize_i8(x, q));
+    let inv = 1.0f32 / q.scale_f32();
+    dispatch!(isa, quantize_i8(x, inv, q.zero_point, out));
     Ok(())
 }
 
@@ -55,7 +98,7 @@ pub fn dequantize_u8_with_isa(isa: Isa, x: &[u8], q: QParams, out: &mut [f32]) -
     crate::check_isa(isa)?;
     check_qparams_u8(q, "dequantize")?;
     check_len(out.len(), x.len(), "dequantize output")?;
-    out.copy_from_slice(&qkernels_ref::dequantize_u8(x, q));
+    dispatch!(isa, dequantize_u8(x, q.scale_f32(), q.zero_point, out));
     Ok(())
 }
 
@@ -91,7 +134,9 @@ pub fn add_u8_with_isa(
     check_qparams_u8(out_q, "add output")?;
     check_len(b.len(), a.len(), "add input b")?;
     check_len(out.len(), a.len(), "add output")?;
-    out.copy_from_slice(&qkernels_ref::add(a, a_q, b, b_q, out_q, relu));
+    let p = add_params(a_q, b_q, out_q, relu);
+    let vec_len = a.len() / 64 * 64;
+    dispatch!(isa, add_u8(a, b, &p, vec_len, out));
     Ok(())
 }
 
@@ -111,7 +156,7 @@ pub fn pool_output_size(h: usize, w: usize, p: &Pool2d) -> Result<(usize, usize)
         groups: 1,
     };
     params.validate()?;
-    if p.pad_h * 2 > p.kernel_h || p.pad_w * 2 > p.kernel_w {
+    if p.pad_h > p.kernel_h / 2 || p.pad_w > p.kernel_w / 2 {
         return crate::invalid!(
             "max_pool2d: padding ({}, {}) must be at most half the kernel ({}, {})",
             p.pad_h,
@@ -157,8 +202,8 @@ pub fn max_pool2d_u8_with_isa(
     let (oh, ow) = pool_output_size(h, w, p)?;
     let olen = checked_product(&[n, oh, ow, c], "max_pool2d output")?;
     check_capacity(out.len(), olen, "max_pool2d output")?;
-    let (y, _, _) = qkernels_ref::max_pool2d_nhwc(x, n, h, w, c, p);
-    out[..olen].copy_from_slice(&y);
+    let g = pool_geometry(n, h, w, c, oh, ow, p);
+    dispatch!(isa, max_pool2d_u8(x, &g, &mut out[..olen]));
     Ok((oh, ow))
 }
 
@@ -210,7 +255,37 @@ pub fn adaptive_avg_pool2d_u8_with_isa(
     check_len(x.len(), len, "adaptive_avg_pool2d input")?;
     let olen = checked_product(&[n, oh, ow, c], "adaptive_avg_pool2d output")?;
     check_capacity(out.len(), olen, "adaptive_avg_pool2d output")?;
-    let y = qkernels_ref::adaptive_avg_pool2d_nhwc(x, n, h, w, c, oh, ow, q.zero_point);
-    out[..olen].copy_from_slice(&y);
+    let g = pool_geometry(n, h, w, c, oh, ow, &Pool2d::square(1, 1, 0));
+    dispatch!(
+        isa,
+        adaptive_avg_pool2d_u8(x, &g, q.zero_point, &mut out[..olen])
+    );
     Ok(())
+}
+
+fn pool_geometry(
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    oh: usize,
+    ow: usize,
+    p: &Pool2d,
+) -> PoolGeometry {
+    PoolGeometry {
+        n,
+        h,
+        w,
+        c,
+        oh,
+        ow,
+        kernel_h: p.kernel_h,
+        kernel_w: p.kernel_w,
+        stride_h: p.stride_h,
+        stride_w: p.stride_w,
+        pad_h: p.pad_h,
+        pad_w: p.pad_w,
+        dilation_h: p.dilation_h,
+        dilation_w: p.dilation_w,
+    }
 }

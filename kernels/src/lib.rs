@@ -8,8 +8,10 @@
 //! contracts (checked with `debug_assert!` at the kernel boundary). Validation, blocking,
 //! threading and the public API live in the `qkernels` crate.
 
+pub mod depthwise;
 pub mod gemm;
 pub mod isa;
+pub mod ops;
 pub mod requant;
 
 pub use isa::Isa;

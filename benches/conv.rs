@@ -1,0 +1,127 @@
+//! Every distinct conv layer of ResNet-18 (224×224, batch 1) on every supported ISA, one
+//! thread, `Throughput::Elements(MACs)` (so criterion prints MAC/s as "elem/s").
+//!
+//! Filter with e.g. `cargo bench --bench conv -- avx512vnni/`.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use qkernels::conv::{Conv2d, Conv2dParams, ConvOptions};
+use qkernels::{Accumulation, Isa, QParams, WeightQParams};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// (name, params, input spatial size).
+pub fn resnet18_layers() -> Vec<(&'static str, Conv2dParams, usize)> {
+    vec![
+        (
+            "stem_7x7s2_3-64_224",
+            Conv2dParams::square(3, 64, 7, 2, 3),
+            224,
+        ),
+        ("3x3_64-64_56", Conv2dParams::square(64, 64, 3, 1, 1), 56),
+        (
+            "3x3s2_64-128_56",
+            Conv2dParams::square(64, 128, 3, 2, 1),
+            56,
+        ),
+        (
+            "3x3_128-128_28",
+            Conv2dParams::square(128, 128, 3, 1, 1),
+            28,
+        ),
+        (
+            "3x3s2_128-256_28",
+            Conv2dParams::square(128, 256, 3, 2, 1),
+            28,
+        ),
+        (
+            "3x3_256-256_14",
+            Conv2dParams::square(256, 256, 3, 1, 1),
+            14,
+        ),
+        (
+            "3x3s2_256-512_14",
+            Conv2dParams::square(256, 512, 3, 2, 1),
+            14,
+        ),
+        ("3x3_512-512_7", Conv2dParams::square(512, 512, 3, 1, 1), 7),
+        (
+            "1x1s2_64-128_56",
+            Conv2dParams::square(64, 128, 1, 2, 0),
+            56,
+        ),
+        (
+            "1x1s2_128-256_28",
+            Conv2dParams::square(128, 256, 1, 2, 0),
+            28,
+        ),
+        (
+            "1x1s2_256-512_14",
+            Conv2dParams::square(256, 512, 1, 2, 0),
+            14,
+        ),
+    ]
+}
+
+/// Deterministic pseudo-random bytes (no RNG state shared between layers).
+fn bytes(n: usize, seed: u32) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+fn bench_conv(c: &mut Criterion) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("rayon pool");
+    let mut group = c.benchmark_group("conv");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500));
+    for isa in Isa::supported() {
+        for (name, p, hw) in resnet18_layers() {
+            let (oh, ow) = p.output_size(hw, hw).unwrap();
+            let k = p.kernel_h * p.kernel_w * p.in_channels;
+            let macs = (oh * ow * p.out_channels * k) as u64;
+            let x = bytes(hw * hw * p.in_channels, 1);
+            let w: Vec<i8> = bytes(p.out_channels * k, 2)
+                .into_iter()
+                .map(|v| (v as i8) / 2)
+                .collect();
+            let wq = WeightQParams::per_channel(
+                (0..p.out_channels)
+                    .map(|i| 0.002 + 1e-5 * i as f64)
+                    .collect(),
+                vec![0; p.out_channels],
+            );
+            let bias: Vec<f32> = (0..p.out_channels).map(|i| 0.01 * i as f32).collect();
+            let opts = ConvOptions {
+                isa,
+                accumulation: Accumulation::Exact,
+            };
+            let conv = Conv2d::with_options(p, &w, &wq, Some(&bias), &opts).unwrap();
+            let (xq, yq) = (QParams::new(0.02, 10), QParams::new(0.05, 3));
+            let mut y = vec![0u8; oh * ow * p.out_channels];
+            group.throughput(Throughput::Elements(macs));
+            group.bench_function(BenchmarkId::new(isa.name(), name), |b| {
+                b.iter(|| {
+                    pool.install(|| {
+                        conv.run(black_box(&x), 1, hw, hw, xq, yq, true, &mut y)
+                            .unwrap()
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_conv);
+criterion_main!(benches);

@@ -1,0 +1,320 @@
+//! AVX-512 (F + BW) element-wise and pooling kernels (x86-64).
+//!
+//! 16 f32/i32 lanes per `zmm`; u8 is widened with `vpmovzxbd` and narrowed with `vpmovdb`
+//! after an explicit clamp (no lane-crossing pack fix-ups needed, unlike AVX2). Same float
+//! guards as the AVX2 kernels; `quantized::add` runs 64 elements — exactly PyTorch's vector
+//! block — per iteration.
+
+use super::body::{self, RowOps};
+use super::{AddParams, PoolGeometry, avg_finish_elem, dequantize_elem, quantize_elem};
+use std::arch::x86_64::*;
+
+#[inline(always)]
+unsafe fn quantize16(
+    p: *const f32,
+    inv: __m512,
+    zp: __m512i,
+    qmin: __m512i,
+    qmax: __m512i,
+) -> __m128i {
+    // SAFETY: AVX-512F is enabled in every caller; `p` valid for 16 f32.
+    unsafe {
+        let t = _mm512_mul_ps(_mm512_loadu_ps(p), inv);
+        // NaN → second operand, like `f32::min` in the reference.
+        let t = _mm512_min_ps(t, _mm512_set1_ps(2147483520.0));
+        let r = _mm512_cvtps_epi32(t);
+        let r = _mm512_min_epi32(
+            _mm512_max_epi32(r, _mm512_set1_epi32(-65536)),
+            _mm512_set1_epi32(65536),
+        );
+        let r = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(r, zp), qmin), qmax);
+        _mm512_cvtepi32_epi8(r)
+    }
+}
+
+/// Quantize f32 → u8 (`inv = 1/f32(scale)`, `zp` in 0..=255).
+///
+/// # Safety
+///
+/// The CPU supports AVX-512 F/BW and FMA; `x.len() == out.len()`.
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+pub unsafe fn quantize_u8(x: &[f32], inv: f32, zp: i32, out: &mut [u8]) {
+    debug_assert_eq!(x.len(), out.len());
+    let n = x.len();
+    let n16 = n / 16 * 16;
+    let (vinv, vzp) = (_mm512_set1_ps(inv), _mm512_set1_epi32(zp));
+    let (lo, hi) = (_mm512_set1_epi32(0), _mm512_set1_epi32(255));
+    let mut i = 0;
+    while i < n16 {
+        // SAFETY: i + 16 ≤ n.
+        unsafe {
+            let r = quantize16(x.as_ptr().add(i), vinv, vzp, lo, hi);
+            _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), r);
+        }
+        i += 16;
+    }
+    for j in n16..n {
+        out[j] = quantize_elem(x[j], inv, zp, 0, 255) as u8;
+    }
+}
+
+/// Quantize f32 → i8 (`inv = 1/f32(scale)`, `zp` in -128..=127).
+///
+/// # Safety
+///
+/// The CPU supports AVX-512 F/BW and FMA; `x.len() == out.len()`.
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+pub unsafe fn quantize_i8(x: &[f32], inv: f32, zp: i32, out: &mut [i8]) {
+    debug_assert_eq!(x.len(), out.len());
+    let n = x.len();
+    let n16 = n / 16 * 16;
+    let (vinv, vzp) = (_mm512_set1_ps(inv), _mm512_set1_epi32(zp));
+    let (lo, hi) = (_mm512_set1_epi32(-128), _mm512_set1_epi32(127));
+    let mut i = 0;
+    while i < n16 {
+        // SAFETY: i + 16 ≤ n.
+        unsafe {
+            let r = quantize16(x.as_ptr().add(i), vinv, vzp, lo, hi);
+            _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), r);
+        }
+        i += 16;
+    }
+    for j in n16..n {
+        out[j] = quantize_elem(x[j], inv, zp, -128, 127) as i8;
+    }
+}
+
+/// Dequantize u8 → f32: `scale · f32(q − zp)`.
+///
+/// # Safety
+///
+/// The CPU supports AVX-512 F/BW and FMA; `x.len() == out.len()`.
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+pub unsafe fn dequantize_u8(x: &[u8], scale: f32, zp: i32, out: &mut [f32]) {
+    debug_assert_eq!(x.len(), out.len());
+    let n = x.len();
+    let n16 = n / 16 * 16;
+    let (vs, vzp) = (_mm512_set1_ps(scale), _mm512_set1_epi32(zp));
+    let mut i = 0;
+    while i < n16 {
+        // SAFETY: i + 16 ≤ n.
+        unsafe {
+            let q = _mm512_cvtepu8_epi32(_mm_loadu_si128(x.as_ptr().add(i).cast()));
+            let f = _mm512_cvtepi32_ps(_mm512_sub_epi32(q, vzp));
+            _mm512_storeu_ps(out.as_mut_ptr().add(i), _mm512_mul_ps(vs, f));
+        }
+        i += 16;
+    }
+    for j in n16..n {
+        out[j] = dequantize_elem(x[j], scale, zp);
+    }
+}
+
+struct AddConsts {
+    sa: __m512,
+    sb: __m512,
+    pa: __m512,
+    pb: __m512,
+    inv: __m512,
+    zp: __m512i,
+    relu: bool,
+}
+
+#[inline(always)]
+unsafe fn add16(a: *const u8, b: *const u8, k: &AddConsts) -> __m128i {
+    // SAFETY: AVX-512F + FMA enabled in every caller; `a`, `b` valid for 16 bytes.
+    unsafe {
+        let fa = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(a.cast())));
+        let fb = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(b.cast())));
+        let da = _mm512_fmadd_ps(k.sa, fa, k.pa);
+        let db = _mm512_fmadd_ps(k.sb, fb, k.pb);
+        let mut c = _mm512_add_ps(da, db);
+        if k.relu {
+            c = _mm512_max_ps(c, _mm512_setzero_ps());
+        }
+        let t = _mm512_mul_ps(c, k.inv);
+        let t = _mm512_max_ps(
+            _mm512_min_ps(t, _mm512_set1_ps(65536.0)),
+            _mm512_set1_ps(-65536.0),
+        );
+        let r = _mm512_add_epi32(_mm512_cvtps_epi32(t), k.zp);
+        let r = _mm512_min_epi32(
+            _mm512_max_epi32(r, _mm512_setzero_si512()),
+            _mm512_set1_epi32(255),
+        );
+        _mm512_cvtepi32_epi8(r)
+    }
+}
+
+#[inline(always)]
+unsafe fn add_raw(
+    a: *const u8,
+    b: *const u8,
+    out: *mut u8,
+    n: usize,
+    p: &AddParams,
+    vec_len: usize,
+) {
+    let v = vec_len.min(n);
+    let v64 = v / 64 * 64;
+    // SAFETY: AVX-512F/BW + FMA enabled in every caller; pointers valid for `n` elements; each
+    // 64-element block is fully read before it is stored (in-place use).
+    unsafe {
+        let k = AddConsts {
+            sa: _mm512_set1_ps(p.sa),
+            sb: _mm512_set1_ps(p.sb),
+            pa: _mm512_set1_ps(p.pa),
+            pb: _mm512_set1_ps(p.pb),
+            inv: _mm512_set1_ps(p.inv_out),
+            zp: _mm512_set1_epi32(p.out_zp),
+            relu: p.relu,
+        };
+        let mut i = 0;
+        while i < v64 {
+            let r0 = add16(a.add(i), b.add(i), &k);
+            let r1 = add16(a.add(i + 16), b.add(i + 16), &k);
+            let r2 = add16(a.add(i + 32), b.add(i + 32), &k);
+            let r3 = add16(a.add(i + 48), b.add(i + 48), &k);
+            _mm_storeu_si128(out.add(i).cast(), r0);
+            _mm_storeu_si128(out.add(i + 16).cast(), r1);
+            _mm_storeu_si128(out.add(i + 32).cast(), r2);
+            _mm_storeu_si128(out.add(i + 48).cast(), r3);
+            i += 64;
+        }
+        for j in v64..v {
+            *out.add(j) = p.vector_elem(*a.add(j), *b.add(j));
+        }
+        for j in v..n {
+            *out.add(j) = p.scalar_elem(*a.add(j), *b.add(j));
+        }
+    }
+}
+
+/// quantized add: elements `i < vec_len` take the vector (FMA) formula, the rest the scalar one.
+///
+/// # Safety
+///
+/// The CPU supports AVX-512 F/BW and FMA; `a`, `b`, `out` have equal lengths.
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+pub unsafe fn add_u8(a: &[u8], b: &[u8], p: &AddParams, vec_len: usize, out: &mut [u8]) {
+    debug_assert!(a.len() == b.len() && a.len() == out.len());
+    // SAFETY: equal lengths (contract); features enabled here.
+    unsafe {
+        add_raw(
+            a.as_ptr(),
+            b.as_ptr(),
+            out.as_mut_ptr(),
+            a.len(),
+            p,
+            vec_len,
+        )
+    }
+}
+
+/// In-place quantized add `a_out[i] = add(a_out[i], b[i])`.
+///
+/// # Safety
+///
+/// The CPU supports AVX-512 F/BW and FMA; `a_out.len() == b.len()`.
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+pub unsafe fn add_u8_inplace(a_out: &mut [u8], b: &[u8], p: &AddParams, vec_len: usize) {
+    debug_assert_eq!(a_out.len(), b.len());
+    let n = b.len();
+    let ptr = a_out.as_mut_ptr();
+    // SAFETY: equal lengths (contract); `add_raw` reads each block before storing it.
+    unsafe { add_raw(ptr, b.as_ptr(), ptr, n, p, vec_len) }
+}
+
+pub(crate) struct Avx512;
+
+impl RowOps for Avx512 {
+    #[inline(always)]
+    unsafe fn max_into(dst: &mut [u8], src: &[u8]) {
+        let n = dst.len().min(src.len());
+        let mut i = 0;
+        // SAFETY: AVX-512BW enabled in the caller; i + 64 ≤ n for the full-width loop, and the
+        // masked tail touches only lanes below n − i.
+        unsafe {
+            while i + 64 <= n {
+                let d = dst.as_mut_ptr().add(i).cast::<__m512i>();
+                let s = _mm512_loadu_si512(src.as_ptr().add(i).cast());
+                _mm512_storeu_si512(d, _mm512_max_epu8(_mm512_loadu_si512(d), s));
+                i += 64;
+            }
+            if i < n {
+                let m: __mmask64 = (1u64 << (n - i)) - 1;
+                let d = dst.as_mut_ptr().add(i).cast::<i8>();
+                let s = _mm512_maskz_loadu_epi8(m, src.as_ptr().add(i).cast());
+                let v = _mm512_max_epu8(_mm512_maskz_loadu_epi8(m, d), s);
+                _mm512_mask_storeu_epi8(d, m, v);
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn acc_into(acc: &mut [i32], src: &[u8]) {
+        let n = acc.len().min(src.len());
+        let mut i = 0;
+        // SAFETY: AVX-512F enabled in the caller; i + 16 ≤ n for every access.
+        unsafe {
+            while i + 16 <= n {
+                let s = _mm512_cvtepu8_epi32(_mm_loadu_si128(src.as_ptr().add(i).cast()));
+                let a = acc.as_mut_ptr().add(i).cast::<__m512i>();
+                _mm512_storeu_si512(a, _mm512_add_epi32(_mm512_loadu_si512(a), s));
+                i += 16;
+            }
+        }
+        for j in i..n {
+            acc[j] = acc[j].wrapping_add(i32::from(src[j]));
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn avg_finish(acc: &[i32], size: i32, inv: f32, zp: i32, out: &mut [u8]) {
+        let n = acc.len().min(out.len());
+        let mut i = 0;
+        // SAFETY: AVX-512F enabled in the caller; i + 16 ≤ n for every access.
+        unsafe {
+            let off = _mm512_set1_epi32(zp.wrapping_mul(size));
+            let (vinv, vzp) = (_mm512_set1_ps(inv), _mm512_set1_epi32(zp));
+            while i + 16 <= n {
+                let s = _mm512_loadu_si512(acc.as_ptr().add(i).cast());
+                let f = _mm512_cvtepi32_ps(_mm512_sub_epi32(s, off));
+                let r = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(f, vinv)), vzp);
+                let r = _mm512_min_epi32(
+                    _mm512_max_epi32(r, _mm512_setzero_si512()),
+                    _mm512_set1_epi32(255),
+                );
+                _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), _mm512_cvtepi32_epi8(r));
+                i += 16;
+            }
+        }
+        for j in i..n {
+            out[j] = avg_finish_elem(acc[j], size, inv, zp);
+        }
+    }
+}
+
+/// max_pool2d over NHWC, 64 channels per `vpmaxub` (masked channel tail).
+///
+/// # Safety
+///
+/// The CPU supports AVX-512 F/BW and FMA; `x.len() == g.in_len()`, `out.len() >= g.out_len()`,
+/// `oh`/`ow` the floor-mode output sizes.
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+pub unsafe fn max_pool2d_u8(x: &[u8], g: &PoolGeometry, out: &mut [u8]) {
+    // SAFETY: features enabled here; geometry per the contract.
+    unsafe { body::max_pool::<Avx512>(x, g, out) }
+}
+
+/// adaptive_avg_pool2d over NHWC, 16 channels per widening add.
+///
+/// # Safety
+///
+/// The CPU supports AVX-512 F/BW and FMA; `x.len() == g.in_len()`, `out.len() >= g.out_len()`,
+/// `1 ≤ oh ≤ h`, `1 ≤ ow ≤ w`.
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+pub unsafe fn adaptive_avg_pool2d_u8(x: &[u8], g: &PoolGeometry, zp: i32, out: &mut [u8]) {
+    // SAFETY: features enabled here; geometry per the contract.
+    unsafe { body::adaptive_avg_pool::<Avx512>(x, g, zp, out) }
+}

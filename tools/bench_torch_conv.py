@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""PyTorch side of benches/conv.rs: every distinct ResNet-18 conv layer (224x224, batch 1) with
+torch.ao.nn.quantized.Conv2d on the fbgemm engine, one thread, channels_last quint8 input,
+per-channel qint8 weights, bias, fused ReLU (same shapes and options as the criterion bench).
+
+Prints one line per layer: name, median time (ms), GMAC/s; `--json` prints JSON instead.
+Run it in the same session as `cargo bench --bench conv` and compare ratios only (clock drift).
+"""
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.ao.nn.intrinsic.quantized as nniq
+
+LAYERS = [
+    ("stem_7x7s2_3-64_224", 3, 64, 7, 2, 3, 224),
+    ("3x3_64-64_56", 64, 64, 3, 1, 1, 56),
+    ("3x3s2_64-128_56", 64, 128, 3, 2, 1, 56),
+    ("3x3_128-128_28", 128, 128, 3, 1, 1, 28),
+    ("3x3s2_128-256_28", 128, 256, 3, 2, 1, 28),
+    ("3x3_256-256_14", 256, 256, 3, 1, 1, 14),
+    ("3x3s2_256-512_14", 256, 512, 3, 2, 1, 14),
+    ("3x3_512-512_7", 512, 512, 3, 1, 1, 7),
+    ("1x1s2_64-128_56", 64, 128, 1, 2, 0, 56),
+    ("1x1s2_128-256_28", 128, 256, 1, 2, 0, 28),
+    ("1x1s2_256-512_14", 256, 512, 1, 2, 0, 14),
+]
+
+
+def bench_layer(ic, oc, k, s, p, hw, min_time=1.0, min_iters=10):
+    conv = nniq.ConvReLU2d(ic, oc, k, stride=s, padding=p)
+    w = torch.randn(oc, ic, k, k) * 0.2
+    scales = torch.full((oc,), 0.002) + 1e-5 * torch.arange(oc)
+    qw = torch.quantize_per_channel(w, scales.double(), torch.zeros(oc, dtype=torch.long), 0, torch.qint8)
+    conv.set_weight_bias(qw, 0.01 * torch.arange(oc, dtype=torch.float))
+    conv.scale, conv.zero_point = 0.05, 3
+    x = torch.rand(1, ic, hw, hw) * 4.0
+    qx = torch.quantize_per_tensor(x, 0.02, 10, torch.quint8).contiguous(memory_format=torch.channels_last)
+    for _ in range(3):
+        conv(qx)
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_iters or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        conv(qx)
+        times.append(time.perf_counter() - t0)
+    oh = (hw + 2 * p - k) // s + 1
+    macs = oh * oh * oc * ic * k * k
+    med = statistics.median(times)
+    return med, macs
+
+
+def main():
+    torch.backends.quantized.engine = "fbgemm"
+    torch.set_num_threads(1)
+    rows = []
+    for name, ic, oc, k, s, p, hw in LAYERS:
+        med, macs = bench_layer(ic, oc, k, s, p, hw)
+        rows.append({"layer": name, "ms": med * 1e3, "gmacs": macs / med / 1e9, "macs": macs})
+    if "--json" in sys.argv:
+        print(json.dumps({"torch": torch.__version__, "engine": "fbgemm", "threads": 1, "layers": rows}, indent=1))
+    else:
+        print(f"# torch {torch.__version__}, fbgemm, 1 thread")
+        for r in rows:
+            print(f"{r['layer']:<22} {r['ms']:9.3f} ms  {r['gmacs']:7.2f} GMAC/s")
+
+
+if __name__ == "__main__":
+    main()
