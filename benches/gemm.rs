@@ -50,23 +50,37 @@ fn one_thread() -> rayon::ThreadPool {
         .unwrap()
 }
 
+/// A peak probe: `(name, MACs per round, run(rounds))`.
+type Probe = (&'static str, usize, fn(usize));
+
+/// The instruction-peak probe of `isa`, if this build has one.
+fn probe_for(isa: Isa) -> Option<Probe> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use qkernels_kernels::gemm::{x86_avx2, x86_avx512vnni};
+        match isa {
+            Isa::Avx512Vnni => {
+                return Some(("vpdpbusd_zmm", 768, x86_avx512vnni::peak_probe_vnni_zmm));
+            }
+            Isa::Avx2 => return Some(("vpmaddwd_vpaddd_ymm", 128, x86_avx2::peak_probe_avx2_madd)),
+            _ => {}
+        }
+    }
+    let _ = isa;
+    None
+}
+
 fn peak(c: &mut Criterion) {
     let mut g = c.benchmark_group("peak");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     const ITERS: usize = 100_000;
-    if Isa::Avx512Vnni.is_supported() {
-        g.throughput(Throughput::Elements((ITERS * 768) as u64));
-        g.bench_function("avx512vnni/vpdpbusd_zmm", |b| {
-            b.iter(|| qkernels_kernels::gemm::x86_avx512vnni::peak_probe_vnni_zmm(ITERS))
-        });
-    }
-    if Isa::Avx2.is_supported() {
-        g.throughput(Throughput::Elements((ITERS * 128) as u64));
-        g.bench_function("avx2/vpmaddwd_vpaddd_ymm", |b| {
-            b.iter(|| qkernels_kernels::gemm::x86_avx2::peak_probe_avx2_madd(ITERS))
-        });
+    for isa in isas() {
+        if let Some((name, macs, f)) = probe_for(isa) {
+            g.throughput(Throughput::Elements((ITERS * macs) as u64));
+            g.bench_function(format!("{isa}/{name}"), |b| b.iter(|| f(ITERS)));
+        }
     }
     g.finish();
 }
@@ -261,15 +275,9 @@ fn table() {
     for isa in isas().into_iter().filter(|i| only.is_none_or(|o| o == *i)) {
         let probe = |reps| {
             const ITERS: usize = 20_000;
-            if isa == Isa::Avx512Vnni {
-                best_gmacs(reps, (ITERS * 768) as f64, || {
-                    qkernels_kernels::gemm::x86_avx512vnni::peak_probe_vnni_zmm(ITERS)
-                })
-            } else {
-                best_gmacs(reps, (ITERS * 128) as f64, || {
-                    qkernels_kernels::gemm::x86_avx2::peak_probe_avx2_madd(ITERS)
-                })
-            }
+            probe_for(isa).map_or(f64::NAN, |(_, macs, f)| {
+                best_gmacs(reps, (ITERS * macs) as f64, || f(ITERS))
+            })
         };
         let mut peak = probe(reps);
         let mut rows = Vec::new();
