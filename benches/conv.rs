@@ -123,5 +123,44 @@ fn bench_conv(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_conv);
+/// The im2col A source alone (whole rows into an MR-row panel buffer, as the driver calls it).
+fn bench_im2col(c: &mut Criterion) {
+    use qkernels::conv::Im2col;
+    use qkernels::gemm::ASource;
+    let mut group = c.benchmark_group("im2col_fill");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1000));
+    for (name, p, hw) in resnet18_layers() {
+        if p.kernel_h == 1 && p.stride_h == 1 {
+            continue;
+        }
+        let (oh, ow) = p.output_size(hw, hw).unwrap();
+        let x = bytes(hw * hw * p.in_channels, 1);
+        let src = Im2col {
+            geo: p.geometry(1, hw, hw),
+            x: &x,
+            pad: 10,
+            group: 0,
+            oh,
+            ow,
+        };
+        let (m, k) = (src.rows(), src.depth());
+        let mr = 8;
+        let mut buf = vec![0u8; mr * k];
+        group.throughput(Throughput::Bytes((m * k) as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for r0 in (0..m).step_by(mr) {
+                    src.fill(r0, mr.min(m - r0), 0, k, &mut buf, k);
+                }
+                black_box(&buf);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_conv, bench_im2col);
 criterion_main!(benches);
