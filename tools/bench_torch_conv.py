@@ -3,7 +3,10 @@
 torch.ao.nn.quantized.Conv2d on the fbgemm engine, one thread, channels_last quint8 input,
 per-channel qint8 weights, bias, fused ReLU (same shapes and options as the criterion bench).
 
-Prints one line per layer: name, median time (ms), GMAC/s; `--json` prints JSON instead.
+Prints one line per layer: name, time (ms; median of 10 samples, each the mean of a batch of
+iterations, as criterion measures), GMAC/s; `--json` prints JSON instead.
+`--per-iter` times every call individually and prints median and minimum (CSV), matching
+`QKERNELS_BENCH_PER_ITER=1 cargo bench --bench conv`.
 Run it in the same session as `cargo bench --bench conv` and compare ratios only (clock drift).
 """
 import json
@@ -29,7 +32,7 @@ LAYERS = [
 ]
 
 
-def bench_layer(ic, oc, k, s, p, hw, min_time=1.0, min_iters=10):
+def make_layer(ic, oc, k, s, p, hw):
     conv = nniq.ConvReLU2d(ic, oc, k, stride=s, padding=p)
     w = torch.randn(oc, ic, k, k) * 0.2
     scales = torch.full((oc,), 0.002) + 1e-5 * torch.arange(oc)
@@ -38,23 +41,55 @@ def bench_layer(ic, oc, k, s, p, hw, min_time=1.0, min_iters=10):
     conv.scale, conv.zero_point = 0.05, 3
     x = torch.rand(1, ic, hw, hw) * 4.0
     qx = torch.quantize_per_tensor(x, 0.02, 10, torch.quint8).contiguous(memory_format=torch.channels_last)
-    for _ in range(3):
+    return conv, qx
+
+
+def bench_layer(ic, oc, k, s, p, hw, samples=10, sample_time=0.15):
+    conv, qx = make_layer(ic, oc, k, s, p, hw)
+    # Like criterion: warm up, then `samples` samples, each the mean of a batch of iterations
+    # (~sample_time long); report the median of the sample means.
+    t0 = time.perf_counter()
+    n = 0
+    while time.perf_counter() - t0 < 0.3:
         conv(qx)
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_iters or time.perf_counter() - start < min_time:
+        n += 1
+    iters = max(1, int(sample_time / ((time.perf_counter() - t0) / n)))
+    means = []
+    for _ in range(samples):
         t0 = time.perf_counter()
-        conv(qx)
-        times.append(time.perf_counter() - t0)
+        for _ in range(iters):
+            conv(qx)
+        means.append((time.perf_counter() - t0) / iters)
     oh = (hw + 2 * p - k) // s + 1
     macs = oh * oh * oc * ic * k * k
-    med = statistics.median(times)
-    return med, macs
+    return statistics.median(means), macs
+
+
+def bench_layer_per_iter(ic, oc, k, s, p, hw):
+    """Every call timed individually (after a warm-up): (median, min) seconds, MACs."""
+    conv, qx = make_layer(ic, oc, k, s, p, hw)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 0.3:
+        conv(qx)
+    times = []
+    t0 = time.perf_counter()
+    while len(times) < 20 or time.perf_counter() - t0 < 1.0:
+        t = time.perf_counter()
+        conv(qx)
+        times.append(time.perf_counter() - t)
+    oh = (hw + 2 * p - k) // s + 1
+    return statistics.median(times), min(times), oh * oh * oc * ic * k * k
 
 
 def main():
     torch.backends.quantized.engine = "fbgemm"
     torch.set_num_threads(1)
+    if "--per-iter" in sys.argv:
+        print("layer,isa,median_ms,min_ms,gmacs_median")
+        for name, ic, oc, k, s, p, hw in LAYERS:
+            med, mn, macs = bench_layer_per_iter(ic, oc, k, s, p, hw)
+            print(f"{name},torch-fbgemm,{med * 1e3:.4f},{mn * 1e3:.4f},{macs / med / 1e9:.1f}")
+        return
     rows = []
     for name, ic, oc, k, s, p, hw in LAYERS:
         med, macs = bench_layer(ic, oc, k, s, p, hw)
