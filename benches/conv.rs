@@ -62,6 +62,22 @@ pub fn resnet18_layers() -> Vec<(&'static str, Conv2dParams, usize)> {
     ]
 }
 
+/// Depthwise layers (MobileNetV2-like, 3×3, channel multiplier 1; `G % 8 == 0`, so PyTorch
+/// takes fbgemm's direct depthwise kernel too).
+pub fn depthwise_layers() -> Vec<(&'static str, Conv2dParams, usize)> {
+    let dw = |c: usize, s: usize| Conv2dParams {
+        groups: c,
+        ..Conv2dParams::square(c, c, 3, s, 1)
+    };
+    vec![
+        ("dw3x3_32_112", dw(32, 1), 112),
+        ("dw3x3s2_96_112", dw(96, 2), 112),
+        ("dw3x3_144_56", dw(144, 1), 56),
+        ("dw3x3_192_28", dw(192, 1), 28),
+        ("dw3x3_576_14", dw(576, 1), 14),
+    ]
+}
+
 /// Deterministic pseudo-random bytes (no RNG state shared between layers).
 fn bytes(n: usize, seed: u32) -> Vec<u8> {
     let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
@@ -87,9 +103,9 @@ fn bench_conv(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1500));
     for isa in Isa::supported() {
-        for (name, p, hw) in resnet18_layers() {
+        for (name, p, hw) in resnet18_layers().into_iter().chain(depthwise_layers()) {
             let (oh, ow) = p.output_size(hw, hw).unwrap();
-            let k = p.kernel_h * p.kernel_w * p.in_channels;
+            let k = p.kernel_h * p.kernel_w * p.in_channels / p.groups;
             let macs = (oh * ow * p.out_channels * k) as u64;
             let x = bytes(hw * hw * p.in_channels, 1);
             let w: Vec<i8> = bytes(p.out_channels * k, 2)
@@ -178,9 +194,9 @@ fn per_iteration_report() {
         .collect();
     println!("layer,isa,median_ms,min_ms,gmacs_median");
     for isa in isas {
-        for (name, p, hw) in resnet18_layers() {
+        for (name, p, hw) in resnet18_layers().into_iter().chain(depthwise_layers()) {
             let (oh, ow) = p.output_size(hw, hw).unwrap();
-            let k = p.kernel_h * p.kernel_w * p.in_channels;
+            let k = p.kernel_h * p.kernel_w * p.in_channels / p.groups;
             let macs = (oh * ow * p.out_channels * k) as f64;
             let x = bytes(hw * hw * p.in_channels, 1);
             let w: Vec<i8> = bytes(p.out_channels * k, 2)
