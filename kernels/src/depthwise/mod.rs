@@ -248,18 +248,44 @@ fn run_body(
     let mut tap_src: Vec<Option<usize>> = vec![None; taps];
     // (weight offset, input offset) of the in-image taps of the current pixel.
     let mut valid: Vec<(usize, usize)> = Vec::with_capacity(taps);
+    // (weight offset, input offset relative to the window's top-left pixel) of every tap.
+    let rel: Vec<(usize, usize)> = (0..taps)
+        .map(|t| {
+            let (ky, kx) = (t / w.kernel_w, t % w.kernel_w);
+            (t * c, (ky * g.dilation_h * g.in_w + kx * g.dilation_w) * c)
+        })
+        .collect();
     for (ri, r) in rows.clone().enumerate() {
         let (b, oy) = (r / g.out_h, r % g.out_h);
+        let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
+        let rows_inside = iy0 >= 0 && iy0 as usize + (w.kernel_h - 1) * g.dilation_h < g.in_h;
         for ox in 0..g.out_w {
-            for ky in 0..w.kernel_h {
-                let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_h as isize;
-                for kx in 0..w.kernel_w {
-                    let ix = (ox * g.stride_w + kx * g.dilation_w) as isize - g.pad_w as isize;
-                    let inside =
-                        iy >= 0 && ix >= 0 && (iy as usize) < g.in_h && (ix as usize) < g.in_w;
-                    tap_src[ky * w.kernel_w + kx] =
-                        inside.then(|| ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * c);
+            let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
+            let interior =
+                rows_inside && ix0 >= 0 && ix0 as usize + (w.kernel_w - 1) * g.dilation_w < g.in_w;
+            if interior && !saturate {
+                // Every tap inside: offsets are the pixel base plus fixed per-tap deltas.
+                let base = ((b * g.in_h + iy0 as usize) * g.in_w + ix0 as usize) * c;
+                valid.clear();
+                valid.extend(rel.iter().map(|&(wo, r)| (wo, base + r)));
+            } else {
+                for ky in 0..w.kernel_h {
+                    let iy = iy0 + (ky * g.dilation_h) as isize;
+                    for kx in 0..w.kernel_w {
+                        let ix = ix0 + (kx * g.dilation_w) as isize;
+                        let inside =
+                            iy >= 0 && ix >= 0 && (iy as usize) < g.in_h && (ix as usize) < g.in_w;
+                        tap_src[ky * w.kernel_w + kx] =
+                            inside.then(|| ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * c);
+                    }
                 }
+                valid.clear();
+                valid.extend(
+                    tap_src
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(t, src)| src.map(|o| (t * c, o))),
+                );
             }
             if saturate {
                 acc.fill(0);
@@ -303,13 +329,6 @@ fn run_body(
             } else {
                 // In-image taps only (a padded tap adds exactly 0), 16 channels at a time in
                 // registers across all taps, then one store.
-                valid.clear();
-                valid.extend(
-                    tap_src
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(t, src)| src.map(|o| (t * c, o))),
-                );
                 for j in 0..m {
                     let wj = &w.w_centred[j * taps * c..(j + 1) * taps * c];
                     let a = &mut acc[j * c..][..c];
