@@ -1,10 +1,19 @@
 //! Quantized 2-D convolution over NHWC u8 activations with prepacked OIHW i8 weights.
 //!
-//! A conv is one GEMM per group (fbgemm's im2col path): one `A` row per output pixel with
-//! `K = kh·kw·IC/G` entries in (kh, kw, ic) order, padded taps holding the input zero point.
-//! The im2col rows are produced block by block inside the GEMM's A packing ([`Im2col`] is an
-//! [`ASource`]), so the full im2col matrix never exists in memory; a 1×1 stride-1 conv with no
-//! padding reads the input directly as the `A` matrix.
+//! Two engines, chosen once at pack time (see `docs/architecture.md`):
+//!
+//! * **GEMM per group** (fbgemm's im2col path): one `A` row per output pixel with
+//!   `K = kh·kw·IC/G` entries in (kh, kw, ic) order, padded taps holding the input zero point.
+//!   The rows are written by [`Im2col`] (an [`ASource`]) straight into the driver's A block, as
+//!   runs copied from the image and runs of padding — no im2col matrix, no padded image copy. A
+//!   1×1 stride-1 conv with no padding reads the input directly as the `A` matrix; a 1×1
+//!   stride-2 downsample gathers one `IC`-byte run per row.
+//! * **Direct depthwise kernel** (`groups == IC`, multiplier 1 or 2, any kernel, stride,
+//!   padding, dilation): channels in SIMD lanes, exact i32 accumulation or fbgemm's pair
+//!   saturation when [`qkernels_ref::conv::conv_saturates`] says PyTorch saturates.
+//!
+//! [`Conv2d::run_add`] adds the ResNet residual join (conv → requant → add → ReLU) with bytes
+//! identical to the unfused PyTorch sequence.
 
 use crate::gemm::{ASource, GemmOptions, Matrix, PackedWeights, gemm_requant};
 use crate::validate::{
