@@ -113,30 +113,7 @@ impl Conv2dParams {
     /// Output spatial size for an `h × w` input; `Err` if the (padded) input is smaller than the
     /// dilated kernel or a size overflows.
     pub fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
-        let ext = |input: usize,
-                   k: usize,
-                   s: usize,
-                   p: usize,
-                   d: usize,
-                   what: &str|
-         -> Result<usize> {
-            let span = d
-                .checked_mul(k - 1)
-                .and_then(|v| v.checked_add(1))
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!("conv {what}: kernel span overflows"))
-                })?;
-            let padded = p
-                .checked_mul(2)
-                .and_then(|v| v.checked_add(input))
-                .ok_or_else(|| Error::InvalidArgument(format!("conv {what}: padding overflows")))?;
-            if padded < span {
-                return crate::invalid!(
-                    "conv {what}: kernel extent {span} larger than padded input {padded}: no output"
-                );
-            }
-            Ok((padded - span) / s + 1)
-        };
+        use crate::validate::window_output_extent as ext;
         Ok((
             ext(
                 h,
@@ -144,7 +121,7 @@ impl Conv2dParams {
                 self.stride_h,
                 self.pad_h,
                 self.dilation_h,
-                "height",
+                "conv height",
             )?,
             ext(
                 w,
@@ -152,7 +129,7 @@ impl Conv2dParams {
                 self.stride_w,
                 self.pad_w,
                 self.dilation_w,
-                "width",
+                "conv width",
             )?,
         ))
     }

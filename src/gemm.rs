@@ -17,7 +17,8 @@
 use crate::validate::{check_capacity, check_nonzero, check_qparams_u8, check_weight_qparams};
 use crate::{Error, Isa, QParams, Result, WeightQParams};
 use aligned_vec::{AVec, ConstAlign};
-use qkernels_kernels::gemm::{GemmKernel, best_kernel};
+use qkernels_kernels::gemm::{GemmKernel, a_is_row_major_u8, best_kernel, gemv_companion};
+use qkernels_kernels::requant::{Epilogue, RequantCols, correct_tile};
 use qkernels_ref::RequantParams;
 use rayon::prelude::*;
 
@@ -124,6 +125,8 @@ impl ASource for Matrix<'_> {
 #[derive(Clone)]
 pub struct PackedWeights {
     kernel: &'static GemmKernel,
+    /// Single-row companion of `kernel` reading the same packed B (used when M = 1).
+    gemv: Option<&'static GemmKernel>,
     n: usize,
     k: usize,
     /// `ceil(N/NR)` panels of `b_panel_bytes(K)` bytes each.
@@ -182,6 +185,34 @@ impl PackedWeights {
             )));
         }
         let kernel = best_kernel(opts.isa, opts.saturate_pairs);
+        PackedWeights::with_kernel(w, n, k, wq, bias, kernel)
+    }
+
+    /// Packs `w` for one specific microkernel of `all_kernels()` (benches and tests compare
+    /// tiles with this; the public entry points choose the production kernel).
+    #[doc(hidden)]
+    pub fn with_kernel(
+        w: &[i8],
+        n: usize,
+        k: usize,
+        wq: &WeightQParams,
+        bias: Option<&[f32]>,
+        kernel: &'static GemmKernel,
+    ) -> Result<PackedWeights> {
+        check_nonzero(n, "GEMM N (output channels)")?;
+        check_nonzero(k, "GEMM K (depth)")?;
+        let nk = crate::validate::checked_product(&[n, k], "weights")?;
+        crate::validate::check_len(w.len(), nk, "weights")?;
+        check_weight_qparams(wq, n, "weights")?;
+        if let Some(b) = bias {
+            crate::validate::check_len(b.len(), n, "bias")?;
+        }
+        if !kernel.isa.is_supported() {
+            return Err(Error::Unsupported(format!(
+                "kernel {} needs ISA {}, not supported by this CPU",
+                kernel.name, kernel.isa
+            )));
+        }
         let panel_bytes = (kernel.b_panel_bytes)(k);
         let panels = n.div_ceil(kernel.nr);
         let total = crate::validate::checked_product(&[panels, panel_bytes], "packed weights")?;
@@ -195,6 +226,7 @@ impl PackedWeights {
         let col_offsets = qkernels_ref::col_offsets(n, k, w, &w_zp);
         Ok(PackedWeights {
             kernel,
+            gemv: gemv_companion(kernel),
             n,
             k,
             packed,
@@ -253,7 +285,9 @@ enum Sink<'o> {
     },
 }
 
-const MC: usize = 96;
+/// Target size of one packed A block (MC × K bytes): it is re-read once per B panel, so it
+/// must stay in L2 (1 MiB on Zen 4) next to the B panel being streamed.
+const A_BLOCK_BYTES: usize = 192 * 1024;
 
 fn check_out(m: usize, n: usize, ldc: usize, len: usize) -> Result<()> {
     if ldc < n {
@@ -364,111 +398,336 @@ pub fn gemm_u8s8s32(
     gemm_i32(&pw, &a, 0, c, ldc)
 }
 
-/// The driver: M blocks (in parallel when the current rayon pool has more than one thread),
-/// each packed once and multiplied by every B panel.
+/// Raw output base pointer shared by the workers. Each work item writes a disjoint set of
+/// `(row, column)` elements (its own row range × its own column range), so no element is ever
+/// written by two items and no `&mut` slices overlap.
+#[derive(Clone, Copy)]
+struct OutPtr<T>(*mut T);
+// SAFETY: the pointer is only used to build disjoint per-row slices (see `OutPtr` docs); the
+// buffer outlives the parallel region (it is borrowed by `run` for its whole duration).
+unsafe impl<T: Send> Send for OutPtr<T> {}
+// SAFETY: as above; shared references to `OutPtr` only copy the address.
+unsafe impl<T: Send> Sync for OutPtr<T> {}
+
+/// Everything a work item needs, computed once per call.
+struct Plan<'p> {
+    pw: &'p PackedWeights,
+    kern: &'static GemmKernel,
+    a: &'p dyn ASource,
+    m: usize,
+    kp: usize,
+    a_panel: usize,
+    /// Rows per M block (a multiple of MR).
+    mc: usize,
+    /// B panels per N chunk.
+    pc: usize,
+    /// `a_zp · col_off[j]`.
+    col_term: Vec<i32>,
+    epilogue: Epilogue,
+    /// The kernel reads row-major u8 A panels: full panels of a matrix with `lda == K == kp`
+    /// are read in place, streamed rows are filled straight into the panel.
+    a_rows: bool,
+    ldc: usize,
+}
+
+/// Where A panel `ip` of the current block lives.
+#[derive(Clone, Copy)]
+enum PanelAt {
+    /// Offset into `Scratch::packed_a`.
+    Packed(usize),
+    /// Offset into the source matrix (a full panel read in place).
+    Source(usize),
+}
+
+/// Per-thread scratch, reused across the work items a thread runs.
+struct Scratch {
+    packed_a: AVec<u8, ConstAlign<64>>,
+    panels: Vec<PanelAt>,
+    rowbuf: Vec<u8>,
+    row_sums: Vec<i32>,
+    tile: Vec<i32>,
+}
+
+impl Scratch {
+    fn new(plan: &Plan<'_>) -> Scratch {
+        let kern = plan.kern;
+        let panels = plan.mc / kern.mr;
+        Scratch {
+            packed_a: AVec::from_iter(64, std::iter::repeat_n(0u8, panels * plan.a_panel)),
+            panels: Vec::with_capacity(panels),
+            rowbuf: if plan.a.as_matrix().is_some() || plan.a_rows {
+                Vec::new()
+            } else {
+                vec![0u8; kern.mr * plan.pw.k]
+            },
+            row_sums: vec![0; plan.mc],
+            tile: vec![0; kern.mr * kern.nr],
+        }
+    }
+}
+
+/// The driver. Loop nest (no K blocking: every output is one microkernel call over the whole
+/// K, which keeps tiles hot for the fused epilogue and makes results independent of blocking):
+///
+/// ```text
+/// for each work item (M block of `mc` rows × chunk of `pc` B panels)   ← rayon, if > 1 thread
+///     pack the A block (MC × K, ≤ A_BLOCK_BYTES, stays in L2), row sums if any w_zp ≠ 0
+///     for each B panel of the chunk (K × NR, prepacked, streamed once per block)
+///         for each A panel of the block (MR × K)
+///             microkernel → MR × NR i32 tile → zero-point correction + requant → output
+/// ```
+///
+/// M = 1 uses the kernel's single-row companion (same packed B). The partition into work items
+/// depends on the thread count, the arithmetic of each output element does not.
 fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usize) {
     let m = a.rows();
-    let kern = pw.kernel;
-    let mc = MC / kern.mr * kern.mr;
-    let blocks = m.div_ceil(mc);
-    let parallel = rayon::current_num_threads() > 1 && blocks > 1;
+    let kern = if m == 1 {
+        pw.gemv.unwrap_or(pw.kernel)
+    } else {
+        pw.kernel
+    };
+    let (mr, nr) = (kern.mr, kern.nr);
+    let a_panel = (kern.a_panel_bytes)(pw.k);
+    let n_panels = pw.n.div_ceil(nr);
+    let m_panels = m.div_ceil(mr);
+    let threads = rayon::current_num_threads().max(1);
+    // M block: as many A panels as fit the L2 budget, but at least one.
+    let mut mc_panels = (A_BLOCK_BYTES / a_panel.max(1)).clamp(1, m_panels);
+    let mut pc = n_panels;
+    if threads > 1 {
+        // Enough items for every thread (about 4 per thread for balance): split M first, then
+        // N when M is too small.
+        let want = 4 * threads;
+        mc_panels = mc_panels.min(m_panels.div_ceil(want).max(1));
+        let m_blocks = m_panels.div_ceil(mc_panels);
+        if m_blocks < want {
+            pc = n_panels.div_ceil(want.div_ceil(m_blocks)).max(1);
+        }
+    }
+    let plan = Plan {
+        pw,
+        kern,
+        a,
+        m,
+        kp: kern.round_k(pw.k),
+        a_panel,
+        mc: mc_panels * mr,
+        pc,
+        col_term: pw
+            .col_offsets
+            .iter()
+            .map(|&c| a_zp.wrapping_mul(c))
+            .collect(),
+        epilogue: Epilogue::new(kern.isa),
+        a_rows: a_is_row_major_u8(kern),
+        ldc,
+    };
+    let items: Vec<(usize, usize)> = (0..m.div_ceil(plan.mc))
+        .flat_map(|ib| (0..n_panels.div_ceil(pc)).map(move |jb| (ib, jb)))
+        .collect();
+    let parallel = threads > 1 && items.len() > 1;
     match sink {
         Sink::U8 { out, rq } => {
-            let len = ((m - 1) * ldc + pw.n).min(out.len());
-            let chunks: Vec<(usize, &mut [u8])> =
-                out[..len].chunks_mut(mc * ldc).enumerate().collect();
-            let work = |(b, chunk): (usize, &mut [u8])| {
-                block(pw, a, a_zp, b * mc, mc.min(m - b * mc), |i, j, raw| {
-                    chunk[i * ldc + j] = rq.apply(raw, j);
-                })
+            let base = OutPtr(out.as_mut_ptr());
+            let run_item = |s: &mut Scratch, item: (usize, usize)| {
+                item_u8(&plan, s, item, base, &rq);
             };
             if parallel {
-                chunks.into_par_iter().for_each(work);
+                items
+                    .into_par_iter()
+                    .for_each_init(|| Scratch::new(&plan), run_item);
             } else {
-                chunks.into_iter().for_each(work);
+                let mut s = Scratch::new(&plan);
+                items.into_iter().for_each(|it| run_item(&mut s, it));
             }
         }
         Sink::I32 { out } => {
-            let len = ((m - 1) * ldc + pw.n).min(out.len());
-            let chunks: Vec<(usize, &mut [i32])> =
-                out[..len].chunks_mut(mc * ldc).enumerate().collect();
-            let work = |(b, chunk): (usize, &mut [i32])| {
-                block(pw, a, a_zp, b * mc, mc.min(m - b * mc), |i, j, raw| {
-                    chunk[i * ldc + j] = raw;
-                })
+            let base = OutPtr(out.as_mut_ptr());
+            let run_item = |s: &mut Scratch, item: (usize, usize)| {
+                item_i32(&plan, s, item, base);
             };
             if parallel {
-                chunks.into_par_iter().for_each(work);
+                items
+                    .into_par_iter()
+                    .for_each_init(|| Scratch::new(&plan), run_item);
             } else {
-                chunks.into_iter().for_each(work);
+                let mut s = Scratch::new(&plan);
+                items.into_iter().for_each(|it| run_item(&mut s, it));
             }
         }
     }
 }
 
-/// One M block of `rows` rows starting at `row0`: pack A, run every panel, emit corrected
-/// accumulators through `emit(i_in_block, j, raw)`.
-fn block(
-    pw: &PackedWeights,
-    a: &dyn ASource,
-    a_zp: i32,
-    row0: usize,
-    rows: usize,
-    mut emit: impl FnMut(usize, usize, i32),
-) {
-    let kern = pw.kernel;
-    let k = pw.k;
-    let kp = kern.round_k(k);
-    let (mr, nr) = (kern.mr, kern.nr);
-    let a_panel = (kern.a_panel_bytes)(k);
-    let mut rowbuf = vec![0u8; mr * k];
-    let mut packed_a = vec![0u8; rows.div_ceil(mr) * a_panel];
-    let mut row_sums = vec![0i32; rows];
-    for (p, dst) in packed_a.chunks_mut(a_panel).enumerate() {
+/// Packs the A rows `row0 .. row0 + rows` into `s.packed_a` (and their sums into
+/// `s.row_sums` when a weight zero point is non-zero), or records where a panel can be read in
+/// place.
+fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
+    let kern = plan.kern;
+    let (k, mr) = (plan.pw.k, kern.mr);
+    let need_sums = plan.pw.any_w_zp;
+    s.panels.clear();
+    for p in 0..rows.div_ceil(mr) {
         let i0 = p * mr;
         let r = mr.min(rows - i0);
-        a.fill(row0 + i0, r, 0, k, &mut rowbuf, k);
-        (kern.pack_a)(&rowbuf, k, r, k, dst);
-        if pw.any_w_zp {
+        let off = p * plan.a_panel;
+        let dst = &mut s.packed_a[off..off + plan.a_panel];
+        let (src, lda): (&[u8], usize) = match plan.a.as_matrix() {
+            Some((data, lda)) => {
+                let src = &data[(row0 + i0) * lda..];
+                if plan.a_rows && r == mr && lda == k && k == plan.kp {
+                    s.panels.push(PanelAt::Source((row0 + i0) * lda));
+                } else {
+                    (kern.pack_a)(src, lda, r, k, dst);
+                    s.panels.push(PanelAt::Packed(off));
+                }
+                (src, lda)
+            }
+            None if plan.a_rows => {
+                // Rows straight into the panel (row stride kp), then the zero padding.
+                let kp = plan.kp;
+                plan.a.fill(row0 + i0, r, 0, k, dst, kp);
+                for (i, row) in dst.chunks_exact_mut(kp).enumerate() {
+                    if i < r {
+                        row[k..].fill(0);
+                    } else {
+                        row.fill(0);
+                    }
+                }
+                s.panels.push(PanelAt::Packed(off));
+                (&s.packed_a[off..off + plan.a_panel], kp)
+            }
+            None => {
+                plan.a.fill(row0 + i0, r, 0, k, &mut s.rowbuf, k);
+                (kern.pack_a)(&s.rowbuf, k, r, k, dst);
+                s.panels.push(PanelAt::Packed(off));
+                (&s.rowbuf, k)
+            }
+        };
+        if need_sums {
             for i in 0..r {
-                row_sums[i0 + i] = rowbuf[i * k..(i + 1) * k]
-                    .iter()
-                    .map(|&v| i32::from(v))
-                    .sum();
+                s.row_sums[i0 + i] = src[i * lda..][..k].iter().map(|&v| i32::from(v)).sum();
             }
         }
     }
-    let mut tile = vec![0i32; mr * nr];
-    for p in 0..pw.n.div_ceil(nr) {
+}
+
+/// Runs the microkernel on A panel `ip` of the packed block and B panel `p` into `s.tile`
+/// (row stride NR); returns `(rows, cols)` of the valid part.
+fn tile(plan: &Plan<'_>, s: &mut Scratch, rows: usize, ip: usize, p: usize) -> (usize, usize) {
+    let kern = plan.kern;
+    let (mr, nr) = (kern.mr, kern.nr);
+    let r = mr.min(rows - ip * mr);
+    let cols = nr.min(plan.pw.n - p * nr);
+    let ap = match s.panels[ip] {
+        PanelAt::Packed(off) => &s.packed_a[off..off + plan.a_panel],
+        PanelAt::Source(off) => {
+            let (data, _) = plan
+                .a
+                .as_matrix()
+                .expect("in-place panels come from a matrix");
+            &data[off..off + plan.a_panel]
+        }
+    };
+    let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
+    debug_assert_eq!(bp.len(), (kern.b_panel_bytes)(plan.pw.k));
+    // SAFETY: `ap`/`bp` are whole panels in this kernel's layouts for K = `pw.k` (`kp` is K
+    // rounded to KR; an in-place A panel is MR full rows of kp = K = lda bytes, exactly what
+    // `pack_a` would produce for a row-major kernel, checked by `a_is_row_major_u8`; the GEMV companion shares `pack_b` with the packing kernel); `s.tile`
+    // holds MR×NR i32 with row stride NR; `1 ≤ r ≤ MR`, `1 ≤ cols ≤ NR`; the kernel's ISA was
+    // checked when the weights were packed.
+    unsafe {
+        (kern.ukernel)(
+            plan.kp,
+            ap.as_ptr(),
+            bp.as_ptr(),
+            s.tile.as_mut_ptr(),
+            nr,
+            r,
+            cols,
+            false,
+        )
+    };
+    (r, cols)
+}
+
+fn item_u8(
+    plan: &Plan<'_>,
+    s: &mut Scratch,
+    (ib, jb): (usize, usize),
+    base: OutPtr<u8>,
+    rq: &RequantParams,
+) {
+    let kern = plan.kern;
+    let (mr, nr) = (kern.mr, kern.nr);
+    let row0 = ib * plan.mc;
+    let rows = plan.mc.min(plan.m - row0);
+    pack_a_block(plan, s, row0, rows);
+    let n_panels = plan.pw.n.div_ceil(nr);
+    for p in jb * plan.pc..((jb + 1) * plan.pc).min(n_panels) {
         let j0 = p * nr;
-        let cols = nr.min(pw.n - j0);
-        let bp = &pw.packed[p * pw.panel_bytes..][..pw.panel_bytes];
-        for (ip, ap) in packed_a.chunks(a_panel).enumerate() {
+        for ip in 0..rows.div_ceil(mr) {
+            let (r, cols) = tile(plan, s, rows, ip, p);
             let i0 = ip * mr;
-            let r = mr.min(rows - i0);
-            // SAFETY: `ap`/`bp` are whole panels packed by this kernel's packers for K = `k`
-            // (`kp` is `k` rounded to KR); `tile` holds MR×NR i32 with row stride `nr`;
-            // `r ≤ MR`, `cols ≤ NR`; the kernel's ISA was checked at pack time.
+            let cols_p = RequantCols {
+                col_term: &plan.col_term[j0..j0 + cols],
+                w_zp: plan.pw.any_w_zp.then(|| &plan.pw.w_zp[j0..j0 + cols]),
+                bias: rq.bias_acc.as_ref().map(|b| &b[j0..j0 + cols]),
+                mult: &rq.mult[j0..j0 + cols],
+                out_zp: rq.out_zp,
+                qmin: rq.qmin,
+                qmax: rq.qmax,
+            };
+            // SAFETY: rows `row0+i0 .. +r` (< M) × columns `j0 .. j0+cols` (≤ N ≤ ldc) are
+            // inside the output validated by `check_out`, and belong to this work item only (no
+            // other item and no reference touches them during the call).
             unsafe {
-                (kern.ukernel)(
-                    kp,
-                    ap.as_ptr(),
-                    bp.as_ptr(),
-                    tile.as_mut_ptr(),
+                plan.epilogue.requant_tile_raw(
+                    &s.tile,
                     nr,
                     r,
                     cols,
-                    false,
+                    &s.row_sums[i0..],
+                    &cols_p,
+                    base.0.add((row0 + i0) * plan.ldc + j0),
+                    plan.ldc,
                 )
             };
+        }
+    }
+}
+
+fn item_i32(plan: &Plan<'_>, s: &mut Scratch, (ib, jb): (usize, usize), base: OutPtr<i32>) {
+    let kern = plan.kern;
+    let (mr, nr) = (kern.mr, kern.nr);
+    let row0 = ib * plan.mc;
+    let rows = plan.mc.min(plan.m - row0);
+    pack_a_block(plan, s, row0, rows);
+    let n_panels = plan.pw.n.div_ceil(nr);
+    for p in jb * plan.pc..((jb + 1) * plan.pc).min(n_panels) {
+        let j0 = p * nr;
+        for ip in 0..rows.div_ceil(mr) {
+            let (r, cols) = tile(plan, s, rows, ip, p);
+            let i0 = ip * mr;
             for i in 0..r {
-                for jj in 0..cols {
-                    let j = j0 + jj;
-                    let raw = tile[i * nr + jj]
-                        .wrapping_sub(a_zp.wrapping_mul(pw.col_offsets[j]))
-                        .wrapping_sub(row_sums[i0 + i].wrapping_mul(pw.w_zp[j]));
-                    emit(i0 + i, j, raw);
-                }
+                // SAFETY: as in `item_u8`: inside the validated output, owned by this item.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        base.0.add((row0 + i0 + i) * plan.ldc + j0),
+                        cols,
+                    )
+                };
+                correct_tile(
+                    kern.isa,
+                    &s.tile[i * nr..][..cols],
+                    nr,
+                    1,
+                    cols,
+                    &s.row_sums[i0 + i..],
+                    &plan.col_term[j0..j0 + cols],
+                    plan.pw.any_w_zp.then(|| &plan.pw.w_zp[j0..j0 + cols]),
+                    dst,
+                    cols,
+                );
             }
         }
     }

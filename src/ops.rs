@@ -157,7 +157,7 @@ pub fn pool_output_size(h: usize, w: usize, p: &Pool2d) -> Result<(usize, usize)
         groups: 1,
     };
     params.validate()?;
-    if p.pad_h * 2 > p.kernel_h || p.pad_w * 2 > p.kernel_w {
+    if p.pad_h > p.kernel_h / 2 || p.pad_w > p.kernel_w / 2 {
         return crate::invalid!(
             "max_pool2d: padding ({}, {}) must be at most half the kernel ({}, {})",
             p.pad_h,

@@ -86,3 +86,41 @@ pub fn check_nonzero(v: usize, what: &str) -> Result<()> {
 /// addition is associative — nothing is refused):
 /// `|255 · −128| · K ≤ 2^31 − 1` ⇒ `K ≤ 65793`.
 pub const MAX_EXACT_K: usize = 65793;
+
+/// Output extent of a sliding window (conv or pool) along one axis:
+/// `(input + 2·pad − dilation·(kernel − 1) − 1) / stride + 1`.
+///
+/// `Err` when `kernel`, `stride` or `dilation` is 0, when the window does not fit in the padded
+/// input (no output), or when the padded extent does not fit in `isize` (kernels index the
+/// padded input with signed offsets, so it must — no real tensor comes near that).
+pub fn window_output_extent(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    what: &str,
+) -> Result<usize> {
+    check_nonzero(kernel, &format!("{what}: kernel size"))?;
+    check_nonzero(stride, &format!("{what}: stride"))?;
+    check_nonzero(dilation, &format!("{what}: dilation"))?;
+    let span = dilation
+        .checked_mul(kernel - 1)
+        .and_then(|v| v.checked_add(1))
+        .ok_or_else(|| Error::InvalidArgument(format!("{what}: kernel span overflows")))?;
+    let padded = pad
+        .checked_mul(2)
+        .and_then(|v| v.checked_add(input))
+        .filter(|&v| v <= isize::MAX as usize)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{what}: padded input {input} + 2·{pad} overflows isize"
+            ))
+        })?;
+    if padded < span {
+        return crate::invalid!(
+            "{what}: kernel extent {span} larger than padded input {padded}: no output"
+        );
+    }
+    Ok((padded - span) / stride + 1)
+}

@@ -12,5 +12,6 @@ pub mod depthwise;
 pub mod gemm;
 pub mod isa;
 pub mod ops;
+pub mod requant;
 
 pub use isa::Isa;

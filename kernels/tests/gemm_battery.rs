@@ -128,17 +128,31 @@ fn check_kernel(kernel: &GemmKernel, rng: &mut StdRng) -> usize {
         64,
         127,
         300,
+        1031,
+        2050,
     ];
     ks.sort_unstable();
     ks.dedup();
     let ms: Vec<usize> = (1..=mr).collect();
-    let mut ns: Vec<usize> = vec![1, nr.saturating_sub(1).max(1), nr];
+    // 1, the vector boundaries (8 / 16 lanes) ± 1, NR − 1, NR.
+    let mut ns: Vec<usize> = vec![1, nr.saturating_sub(1).max(1), nr, 7, 9, 15, 17, 31, 33];
+    ns.retain(|&n| n <= nr);
+    ns.sort_unstable();
     ns.dedup();
     let mut cases = 0;
     for &k in &ks {
         for &m in &ms {
             for &n in &ns {
+                // Deep K (> 1000): only full and single-row tiles, random and extreme data, to
+                // keep debug-build runtime modest.
+                let deep = k > 1000;
+                if deep && m != 1 && m != mr {
+                    continue;
+                }
                 for fill in [Fill::Random, Fill::Extreme, Fill::Low7, Fill::Zeros] {
+                    if deep && matches!(fill, Fill::Low7 | Fill::Zeros) {
+                        continue;
+                    }
                     // strided A (prime extra stride) and strided C
                     let lda = k + 7;
                     let ldc = n + 3;
@@ -179,6 +193,34 @@ fn every_kernel_matches_reference() {
         total += n;
     }
     println!("gemm battery: {total} cases");
+}
+
+/// `k_overflow`: 255 × −128 over K = 65 800 exceeds i32 (|Σ| > 2^31), so exact sums wrap; every
+/// kernel must wrap exactly like the reference (and the saturating ones saturate each pair first).
+/// Also a deep K with mixed extremes (alternating signs: large partial sums, exact final value).
+#[test]
+fn k_overflow_and_deep_k() {
+    let mut rng = StdRng::seed_from_u64(0xdee9);
+    for kernel in supported_kernels() {
+        let (m, n) = (kernel.mr, kernel.nr);
+        for (k, alternate) in [(65_800usize, false), (20_001, true)] {
+            let a = vec![255u8; m * k];
+            let w: Vec<i8> = (0..n * k)
+                .map(|i| {
+                    if alternate && (i / 3) % 2 == 0 {
+                        127
+                    } else if alternate {
+                        rng.gen_range(-128..=-100)
+                    } else {
+                        -128
+                    }
+                })
+                .collect();
+            let want = reference(m, n, k, &a, k, &w, kernel.saturating);
+            let got = run_tile(kernel, m, n, k, &a, k, &w, n, None);
+            assert_eq!(got, want, "{} k={k} alternate={alternate}", kernel.name);
+        }
+    }
 }
 
 #[test]

@@ -30,6 +30,12 @@
 //! accumulation (see `qkernels_ref::gemm`).
 
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_avx512vnni;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_pack;
 
 #[cfg(target_arch = "aarch64")]
 pub mod arm_i8mm;
@@ -161,6 +167,20 @@ pub fn all_kernels() -> Vec<&'static GemmKernel> {
         &scalar::U8S8S32_GEMM_SCALAR_3X5C4_TEST,
         &scalar::U8S8S32_GEMM_SCALAR_4X4C4_SAT16,
     ];
+    #[cfg(target_arch = "x86_64")]
+    v.extend_from_slice(&[
+        &x86_avx2::U8S8S32_GEMM_AVX2_6X16C2,
+        &x86_avx2::U8S8S32_GEMM_AVX2_1X16C2,
+        &x86_avx2::U8S8S32_GEMM_AVX2_6X16C4_SAT16,
+        &x86_avx2::U8S8S32_GEMM_AVX2_1X16C4_SAT16,
+        &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_8X32C4,
+        &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_14X32C4,
+        &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_6X64C4,
+        &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_1X32C4,
+        &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_1X64C4,
+        &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_8X32C4_SAT16,
+        &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_1X32C4_SAT16,
+    ]);
     // aarch64: the first kernel of each (ISA, saturating) is that ISA's production kernel.
     #[cfg(target_arch = "aarch64")]
     v.extend_from_slice(&[
@@ -180,35 +200,111 @@ pub fn kernels_for(isa: Isa) -> Vec<&'static GemmKernel> {
     all_kernels().into_iter().filter(|k| k.isa == isa).collect()
 }
 
+/// The production (fastest measured) kernel of `isa` for this accumulation style, if any is
+/// compiled in. Test-only and alternative tiles are never production kernels.
+fn production(isa: Isa, saturating: bool) -> Option<&'static GemmKernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match (isa, saturating) {
+            (Isa::Avx2, false) => return Some(&x86_avx2::U8S8S32_GEMM_AVX2_6X16C2),
+            (Isa::Avx2, true) => return Some(&x86_avx2::U8S8S32_GEMM_AVX2_6X16C4_SAT16),
+            (Isa::Avx512Vnni, false) => {
+                return Some(&x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_6X64C4);
+            }
+            (Isa::Avx512Vnni, true) => {
+                return Some(&x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_8X32C4_SAT16);
+            }
+            _ => {}
+        }
+    }
+    all_kernels().into_iter().find(|k| {
+        k.isa == isa && k.saturating == saturating && !k.name.ends_with("_test") && k.mr > 1
+    })
+}
+
+/// Whether `kernel`'s A panel is `MR` rows of `kc` bytes, row-major, verbatim (see
+/// `x86_pack::a_is_row_major_u8`): the driver may then read full panels in place.
+pub fn a_is_row_major_u8(kernel: &GemmKernel) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return x86_pack::a_is_row_major_u8(kernel);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kernel;
+        false
+    }
+}
+
+/// The single-row (GEMV, M = 1) companion of a production kernel: a kernel of the same ISA and
+/// accumulation with `mr == 1` that reads **the same packed B** (same `nr`, `kr`, `pack_b`), or
+/// `None` if there is none (the driver then uses `kernel` itself).
+pub fn gemv_companion(kernel: &GemmKernel) -> Option<&'static GemmKernel> {
+    all_kernels().into_iter().find(|k| {
+        k.isa == kernel.isa
+            && k.saturating == kernel.saturating
+            && k.mr == 1
+            && k.nr == kernel.nr
+            && k.kr == kernel.kr
+            && std::ptr::fn_addr_eq(k.pack_b, kernel.pack_b)
+            && !k.name.ends_with("_test")
+    })
+}
+
 /// The production kernel for `isa` and accumulation style, if this CPU supports it.
-/// Saturating mode falls back to the best lower ISA that has a saturating kernel (the bytes are
-/// identical on every ISA by contract).
+///
+/// If `isa` is unsupported here or has no kernel of that style, falls back to the best
+/// *supported lower* ISA of the same architecture that has one (the bytes are identical on every
+/// ISA by contract), and finally to scalar.
 pub fn best_kernel(isa: Isa, saturating: bool) -> &'static GemmKernel {
-    let preferred: &[&'static GemmKernel] = &[];
-    let _ = preferred;
-    let candidates = all_kernels();
-    let pick = |want: Isa| {
-        candidates
-            .iter()
-            .copied()
-            .find(|k| k.isa == want && k.saturating == saturating && !k.name.ends_with("_test"))
-    };
-    if isa.is_supported()
-        && let Some(k) = pick(isa)
-    {
-        return k;
+    let mut order: Vec<Isa> = Isa::ALL
+        .into_iter()
+        .filter(|&i| i <= isa && same_family(i, isa))
+        .collect();
+    order.reverse();
+    for want in order {
+        if want.is_supported()
+            && let Some(k) = production(want, saturating)
+        {
+            return k;
+        }
     }
-    // aarch64: dot products cannot saturate K pairs; NeonDot/NeonI8mm use the NEON `_sat16`.
-    #[cfg(target_arch = "aarch64")]
-    if saturating
-        && matches!(isa, Isa::NeonDot | Isa::NeonI8mm)
-        && Isa::Neon.is_supported()
-        && let Some(k) = pick(Isa::Neon)
-    {
-        return k;
+    production(Isa::Scalar, saturating).expect("scalar kernels exist")
+}
+
+/// Whether `lower` can stand in for `isa` (same architecture family, or scalar).
+fn same_family(lower: Isa, isa: Isa) -> bool {
+    let x86 = |i: Isa| matches!(i, Isa::Avx2 | Isa::Avx512Vnni);
+    let arm = |i: Isa| matches!(i, Isa::Neon | Isa::NeonDot | Isa::NeonI8mm);
+    lower == Isa::Scalar || (x86(lower) && x86(isa)) || (arm(lower) && arm(isa))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_kernel_matches_request_or_falls_back() {
+        for isa in Isa::ALL {
+            for sat in [false, true] {
+                let k = best_kernel(isa, sat);
+                assert_eq!(k.saturating, sat, "{isa} {}", k.name);
+                assert!(k.isa.is_supported(), "{}", k.name);
+                assert!(k.isa <= isa || k.isa == Isa::Scalar, "{isa}: {}", k.name);
+                if isa.is_supported() && isa != Isa::Scalar {
+                    #[cfg(target_arch = "x86_64")]
+                    assert_eq!(k.isa, isa, "{isa} sat={sat} should have its own kernel");
+                }
+                #[cfg(target_arch = "x86_64")]
+                if k.isa != Isa::Scalar {
+                    assert!(
+                        gemv_companion(k).is_some(),
+                        "{} has no GEMV companion",
+                        k.name
+                    );
+                }
+                if let Some(g) = gemv_companion(k) {
+                    assert_eq!((g.mr, g.nr, g.kr, g.isa), (1, k.nr, k.kr, k.isa));
+                }
+            }
+        }
     }
-    if saturating && let Some(k) = pick(Isa::Scalar) {
-        return k;
-    }
-    pick(Isa::Scalar).expect("scalar kernels exist")
 }

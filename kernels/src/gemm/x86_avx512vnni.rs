@@ -1,0 +1,377 @@
+//! AVX-512 VNNI GEMM microkernels.
+//!
+//! **Exact kernels.** `vpdpbusd` multiplies 4 u8 × 4 i8 and adds the four products to an i32 lane
+//! with a wrapping add and no intermediate saturation (unlike `vpdpbusds` or `vpmaddubsw`): the
+//! exact library contract, 64 MAC per zmm instruction. B uses the default c4 byte layout (see
+//! [`super`]): per K group of 4, the B panel holds `NR` columns × 4 bytes = `NR/16` zmm vectors.
+//! A panels are row-major ([`super::x86_pack`]): each A row contributes one broadcast i32 per
+//! K group. Zen 4 executes zmm `vpdpbusd` at 1/cycle
+//! (latency ≈ 4), so any tile with ≥ 8 accumulators is latency-safe; the production tile is
+//! chosen by measurement (see `docs/performance.md`).
+//!
+//! **Saturating kernels (`_sat16`).** fbgemm's AVX-512 (non-VNNI) sequence `vpmaddubsw` →
+//! `vpmaddwd(·, 1)` → `vpaddd` on zmm (AVX-512BW), on the same c4 layout: each i16 lane of
+//! `vpmaddubsw` saturates exactly the pair `(2t, 2t+1)` of K that `qkernels_ref` saturates.
+//!
+//! **GEMV kernels (`1x32…`).** One row, same packed-B layout as the 32-column tiles (the driver
+//! uses them for M = 1 with the same `PackedWeights`), four independent accumulator sets over K
+//! to hide the `vpdpbusd` latency.
+//!
+//! Partial tiles use AVX-512 masked loads/stores: lanes `≥ nr` are neither read nor written.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::x86_pack::{pack_a_rows_u8, rows_u8_panel_bytes};
+use super::{GemmKernel, ckr_panel_bytes, pack_b_ckr};
+use crate::isa::Isa;
+
+/// Writes (or adds) one row of `NV` zmm accumulators to `c[0..nr]` with masked stores.
+///
+/// # Safety
+/// `c` is valid for reads and writes of `nr ≤ 16·NV` i32; AVX-512F is available.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_row<const NV: usize>(
+    acc: &[__m512i; NV],
+    c: *mut i32,
+    nr: usize,
+    accumulate: bool,
+) {
+    for (v, a) in acc.iter().enumerate() {
+        let lanes = nr.saturating_sub(16 * v).min(16);
+        if lanes == 0 {
+            break;
+        }
+        let mask: __mmask16 = if lanes == 16 {
+            0xFFFF
+        } else {
+            (1u16 << lanes) - 1
+        };
+        // SAFETY: `16·v < nr`, so `c + 16·v` is inside the row; masked lanes (`≥ nr`) are not
+        // accessed by masked loads/stores.
+        unsafe {
+            let p = c.add(16 * v);
+            let x = if accumulate {
+                _mm512_add_epi32(*a, _mm512_maskz_loadu_epi32(mask, p))
+            } else {
+                *a
+            };
+            _mm512_mask_storeu_epi32(p, mask, x);
+        }
+    }
+}
+
+/// One K group: `acc += A·B` for one row and one vector, exact or fbgemm-saturating.
+///
+/// # Safety
+/// The CPU supports AVX-512 F/BW/VNNI (only called from such `#[target_feature]` kernels).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn madd4<const SAT: bool>(acc: __m512i, va: __m512i, vb: __m512i, ones: __m512i) -> __m512i {
+    // SAFETY: value-only intrinsics; ISA support is the caller's contract.
+    unsafe {
+        if SAT {
+            let t = _mm512_maddubs_epi16(va, vb);
+            _mm512_add_epi32(acc, _mm512_madd_epi16(t, ones))
+        } else {
+            _mm512_dpbusd_epi32(acc, va, vb)
+        }
+    }
+}
+
+// Register allocation, MR = 8, NV = 2 (NR = 32), per K group g of 4:
+//
+//   B (c4 bytes)    zmm16 = W[0..16][4g..4g+4]     zmm17 = W[16..32][4g..4g+4]
+//   A broadcast     zmm18 = A[i][4g..4g+4] in every i32 lane (row-major A panel: row i at i·kc)
+//   accumulators    zmm0  zmm1    row 0   (vacc0x0…F, vacc0x10…1F)
+//                   zmm2  zmm3    row 1
+//                   …             …
+//                   zmm14 zmm15   row 7
+//
+//   acc[i][v] = vpdpbusd(acc[i][v], A_i, B_v)       16 vpdpbusd per 4 K (1024 MAC)
+//   sat16: t = vpmaddubsw(A_i, B_v); acc += vpmaddwd(t, ones = zmm19)
+//
+// MR = 6, NV = 4 (6 × 64, production): zmm0–zmm23 accumulators (row i: zmm4i … zmm4i+3),
+// zmm24–zmm27 B, zmm28 A broadcast; 24 vpdpbusd per 6 broadcasts + 4 B loads.
+// MR = 14 (fbgemm's tile) uses zmm0–zmm27 for accumulators, two B and one broadcast register.
+//
+/// AVX-512 microkernel on the default c4 layout, `MR × 16·NV` tile.
+///
+/// # Safety
+/// See [`super::GemmUkernel`]; panels from `pack_a_rows_u8::<MR, 4>` (row-major A, row `i` at
+/// `i·kc`) / `pack_b_ckr::<{16·NV}, 4>`; the CPU supports AVX-512 F/BW/VL/VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn ukernel_zmm<const MR: usize, const NV: usize, const SAT: bool>(
+    kc: usize,
+    a: *const u8,
+    b: *const u8,
+    c: *mut i32,
+    rs_c: usize,
+    mr: usize,
+    nr: usize,
+    accumulate: bool,
+) {
+    debug_assert!(kc.is_multiple_of(4) && (1..=MR).contains(&mr) && (1..=16 * NV).contains(&nr));
+    let ones = _mm512_set1_epi16(1);
+    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    let mut pa = a;
+    let mut pb = b;
+    for _ in 0..kc / 4 {
+        let mut vb = [_mm512_setzero_si512(); NV];
+        for (v, x) in vb.iter_mut().enumerate() {
+            // SAFETY: one K group of the B panel is NV·64 bytes, inside the panel.
+            *x = unsafe { _mm512_loadu_si512(pb.add(64 * v) as *const __m512i) };
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: row `i` of the A panel starts at `i·kc`; 4 bytes of it at this K group.
+            let va = _mm512_set1_epi32(unsafe { (pa.add(i * kc) as *const i32).read_unaligned() });
+            for (r, x) in row.iter_mut().zip(&vb) {
+                // SAFETY: this kernel runs with AVX-512 F/BW/VNNI.
+                *r = unsafe { madd4::<SAT>(*r, va, *x, ones) };
+            }
+        }
+        // SAFETY: advancing within (or one past the end of) the panels.
+        unsafe {
+            pa = pa.add(4);
+            pb = pb.add(64 * NV);
+        }
+    }
+    for (i, row) in acc.iter().enumerate().take(mr) {
+        // SAFETY: row `i < mr` of the caller's tile holds `nr` writable i32.
+        unsafe { store_row(row, c.add(i * rs_c), nr, accumulate) };
+    }
+}
+
+// Register allocation, GEMV (MR = 1, NV = 2), per 4 K groups (g .. g+3):
+//
+//   B               zmm8 … zmm15 = W[·][4(g+u)..4(g+u)+4], u = 0..4, two vectors each
+//   A broadcast     zmm16 … zmm19 = A[0][4(g+u)..]
+//   accumulators    zmm0 … zmm7: set u = 0..4 × 2 vectors (8 independent chains), summed at the end
+//
+/// AVX-512 single-row kernel; same packed-B layout as [`ukernel_zmm`] with `NV` vectors.
+///
+/// # Safety
+/// See [`super::GemmUkernel`]; panels from `pack_a_rows_u8::<1, 4>` / `pack_b_ckr::<{16·NV}, 4>`;
+/// the CPU supports AVX-512 F/BW/VL/VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn ukernel_zmm_gemv<const NV: usize, const SAT: bool>(
+    kc: usize,
+    a: *const u8,
+    b: *const u8,
+    c: *mut i32,
+    _rs_c: usize,
+    mr: usize,
+    nr: usize,
+    accumulate: bool,
+) {
+    debug_assert!(kc.is_multiple_of(4) && mr == 1 && (1..=16 * NV).contains(&nr));
+    const U: usize = 4;
+    let ones = _mm512_set1_epi16(1);
+    let mut acc = [[_mm512_setzero_si512(); NV]; U];
+    let groups = kc / 4;
+    let mut pa = a;
+    let mut pb = b;
+    for _ in 0..groups / U {
+        for (u, set) in acc.iter_mut().enumerate() {
+            // SAFETY: U more K groups remain in both panels.
+            let va = _mm512_set1_epi32(unsafe { (pa.add(4 * u) as *const i32).read_unaligned() });
+            for (v, r) in set.iter_mut().enumerate() {
+                // SAFETY: as above.
+                let vb = unsafe { _mm512_loadu_si512(pb.add(64 * (u * NV + v)) as *const __m512i) };
+                // SAFETY: this kernel runs with AVX-512 F/BW/VNNI.
+                *r = unsafe { madd4::<SAT>(*r, va, vb, ones) };
+            }
+        }
+        // SAFETY: advancing within (or one past the end of) the panels.
+        unsafe {
+            pa = pa.add(4 * U);
+            pb = pb.add(64 * NV * U);
+        }
+    }
+    for _ in 0..groups % U {
+        // SAFETY: one more K group remains in both panels.
+        let va = _mm512_set1_epi32(unsafe { (pa as *const i32).read_unaligned() });
+        for (v, r) in acc[0].iter_mut().enumerate() {
+            // SAFETY: as above.
+            let vb = unsafe { _mm512_loadu_si512(pb.add(64 * v) as *const __m512i) };
+            // SAFETY: this kernel runs with AVX-512 F/BW/VNNI.
+            *r = unsafe { madd4::<SAT>(*r, va, vb, ones) };
+        }
+        // SAFETY: advancing within (or one past the end of) the panels.
+        unsafe {
+            pa = pa.add(4);
+            pb = pb.add(64 * NV);
+        }
+    }
+    let mut sum = acc[0];
+    for set in &acc[1..] {
+        for (s, x) in sum.iter_mut().zip(set) {
+            *s = _mm512_add_epi32(*s, *x);
+        }
+    }
+    // SAFETY: row 0 of the caller's tile holds `nr` writable i32.
+    unsafe { store_row(&sum, c, nr, accumulate) };
+}
+
+macro_rules! zmm_kernel {
+    ($(#[$doc:meta])* $id:ident, $name:literal, $mr:literal, $nv:literal, $sat:literal) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        pub static $id: GemmKernel = GemmKernel {
+            name: $name,
+            isa: Isa::Avx512Vnni,
+            saturating: $sat,
+            mr: $mr,
+            nr: 16 * $nv,
+            kr: 4,
+            pack_a: pack_a_rows_u8::<$mr, 4>,
+            pack_b: pack_b_ckr::<{ 16 * $nv }, 4>,
+            a_panel_bytes: rows_u8_panel_bytes::<$mr, 4>,
+            b_panel_bytes: ckr_panel_bytes::<{ 16 * $nv }, 4>,
+            ukernel: ukernel_zmm::<$mr, $nv, $sat>,
+        };
+    };
+}
+
+zmm_kernel!(
+    /// Exact VNNI kernel, 8 × 32 tile (16 zmm accumulators).
+    U8S8S32_GEMM_AVX512VNNI_8X32C4,
+    "u8s8s32_gemm_avx512vnni_8x32c4",
+    8,
+    2,
+    false
+);
+zmm_kernel!(
+    /// Exact VNNI kernel, 14 × 32 tile (fbgemm's; 28 zmm accumulators).
+    U8S8S32_GEMM_AVX512VNNI_14X32C4,
+    "u8s8s32_gemm_avx512vnni_14x32c4",
+    14,
+    2,
+    false
+);
+zmm_kernel!(
+    /// Exact VNNI kernel, 6 × 64 tile (24 zmm accumulators, 4 B vectors per K group): the
+    /// production tile (fewest broadcasts and stores per MAC; ResNet's N are multiples of 64).
+    U8S8S32_GEMM_AVX512VNNI_6X64C4,
+    "u8s8s32_gemm_avx512vnni_6x64c4",
+    6,
+    4,
+    false
+);
+zmm_kernel!(
+    /// fbgemm-saturating AVX-512BW kernel, 8 × 32 tile.
+    U8S8S32_GEMM_AVX512VNNI_8X32C4_SAT16,
+    "u8s8s32_gemm_avx512vnni_8x32c4_sat16",
+    8,
+    2,
+    true
+);
+
+/// Exact VNNI GEMV kernel (M = 1); packed B identical to the `…x32c4` tiles.
+#[cfg(target_arch = "x86_64")]
+pub static U8S8S32_GEMM_AVX512VNNI_1X32C4: GemmKernel = GemmKernel {
+    name: "u8s8s32_gemm_avx512vnni_1x32c4",
+    isa: Isa::Avx512Vnni,
+    saturating: false,
+    mr: 1,
+    nr: 32,
+    kr: 4,
+    pack_a: pack_a_rows_u8::<1, 4>,
+    pack_b: pack_b_ckr::<32, 4>,
+    a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
+    b_panel_bytes: ckr_panel_bytes::<32, 4>,
+    ukernel: ukernel_zmm_gemv::<2, false>,
+};
+
+/// Exact VNNI GEMV kernel (M = 1); packed B identical to the `…x64c4` tiles.
+#[cfg(target_arch = "x86_64")]
+pub static U8S8S32_GEMM_AVX512VNNI_1X64C4: GemmKernel = GemmKernel {
+    name: "u8s8s32_gemm_avx512vnni_1x64c4",
+    isa: Isa::Avx512Vnni,
+    saturating: false,
+    mr: 1,
+    nr: 64,
+    kr: 4,
+    pack_a: pack_a_rows_u8::<1, 4>,
+    pack_b: pack_b_ckr::<64, 4>,
+    a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
+    b_panel_bytes: ckr_panel_bytes::<64, 4>,
+    ukernel: ukernel_zmm_gemv::<4, false>,
+};
+
+/// Saturating AVX-512BW GEMV kernel (M = 1); packed B identical to `…_8x32c4_sat16`.
+#[cfg(target_arch = "x86_64")]
+pub static U8S8S32_GEMM_AVX512VNNI_1X32C4_SAT16: GemmKernel = GemmKernel {
+    name: "u8s8s32_gemm_avx512vnni_1x32c4_sat16",
+    isa: Isa::Avx512Vnni,
+    saturating: true,
+    mr: 1,
+    nr: 32,
+    kr: 4,
+    pack_a: pack_a_rows_u8::<1, 4>,
+    pack_b: pack_b_ckr::<32, 4>,
+    a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
+    b_panel_bytes: ckr_panel_bytes::<32, 4>,
+    ukernel: ukernel_zmm_gemv::<2, true>,
+};
+
+/// Peak-rate probe: `iters` rounds of 12 independent zmm `vpdpbusd`, i.e. `iters · 768` MACs,
+/// operands in registers (inline asm, so nothing is hoisted). Used by the benches to measure the
+/// VNNI peak of this machine.
+///
+/// Panics if the CPU lacks AVX-512 VNNI.
+#[doc(hidden)]
+#[cfg(target_arch = "x86_64")]
+pub fn peak_probe_vnni_zmm(iters: usize) {
+    assert!(Isa::Avx512Vnni.is_supported());
+    if iters == 0 {
+        return;
+    }
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    fn run(iters: usize) {
+        // SAFETY: register-only AVX-512 VNNI instructions (support guaranteed by the caller) and
+        // a counted loop; no memory is touched.
+        unsafe {
+            std::arch::asm!(
+                "vpxord zmm0, zmm0, zmm0",
+                "vpxord zmm1, zmm1, zmm1",
+                "vpxord zmm2, zmm2, zmm2",
+                "vpxord zmm3, zmm3, zmm3",
+                "vpxord zmm4, zmm4, zmm4",
+                "vpxord zmm5, zmm5, zmm5",
+                "vpxord zmm6, zmm6, zmm6",
+                "vpxord zmm7, zmm7, zmm7",
+                "vpxord zmm8, zmm8, zmm8",
+                "vpxord zmm9, zmm9, zmm9",
+                "vpxord zmm10, zmm10, zmm10",
+                "vpxord zmm11, zmm11, zmm11",
+                "2:",
+                "vpdpbusd zmm0, zmm30, zmm31",
+                "vpdpbusd zmm1, zmm30, zmm31",
+                "vpdpbusd zmm2, zmm30, zmm31",
+                "vpdpbusd zmm3, zmm30, zmm31",
+                "vpdpbusd zmm4, zmm30, zmm31",
+                "vpdpbusd zmm5, zmm30, zmm31",
+                "vpdpbusd zmm6, zmm30, zmm31",
+                "vpdpbusd zmm7, zmm30, zmm31",
+                "vpdpbusd zmm8, zmm30, zmm31",
+                "vpdpbusd zmm9, zmm30, zmm31",
+                "vpdpbusd zmm10, zmm30, zmm31",
+                "vpdpbusd zmm11, zmm30, zmm31",
+                "dec {n}",
+                "jnz 2b",
+                n = inout(reg) iters => _,
+                out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
+                out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
+                out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+                out("zmm30") _, out("zmm31") _,
+                options(nostack, nomem),
+            );
+        }
+    }
+    // SAFETY: AVX-512 VNNI support was asserted above.
+    unsafe { run(iters) }
+}
