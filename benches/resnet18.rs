@@ -9,14 +9,16 @@
 //! takes seconds, not minutes. The layer shapes and code paths are the same, only smaller.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use qkernels::isa;
+use qkernels::Isa;
 use qkernels::resnet18::{Model, ModelOptions, Workspace};
 use std::hint::black_box;
 use std::time::Duration;
 
-/// Criterion measures only when the binary is run with `--bench` (`cargo bench`).
+/// Criterion measures only when the binary is run with `--bench` (`cargo bench`) and without
+/// `--test` (`cargo bench -- --test` and `cargo test --benches` run each benchmark once).
 fn measuring() -> bool {
-    std::env::args().any(|a| a == "--bench")
+    let has = |f: &str| std::env::args().any(|a| a == f);
+    has("--bench") && !has("--test")
 }
 
 /// Deterministic normalised-pixel input in about ±2.
@@ -38,7 +40,7 @@ fn bench_resnet18(c: &mut Criterion) {
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    for isa in isa::supported() {
+    for isa in Isa::supported() {
         let model = Model::synthetic(1000, (size, size), 42, &ModelOptions::for_isa(isa))
             .expect("synthetic ResNet-18");
         for threads in [1usize, 2] {
@@ -55,15 +57,17 @@ fn bench_resnet18(c: &mut Criterion) {
                     format!("{}/t{threads}", isa.name()),
                     format!("b{batch}_{size}"),
                 );
-                pool.install(|| {
-                    g.bench_function(id, |b| {
-                        b.iter(|| {
+                // `install` per iteration (criterion's state is not `Send`): a few µs of
+                // hand-off against milliseconds of network.
+                g.bench_function(id, |b| {
+                    b.iter(|| {
+                        pool.install(|| {
                             model
                                 .run_with(&mut ws, black_box(&x), batch, size, size, &mut logits)
-                                .expect("ResNet-18 run");
-                            black_box(&logits);
-                        })
-                    });
+                                .expect("ResNet-18 run")
+                        });
+                        black_box(&logits);
+                    })
                 });
             }
         }

@@ -16,6 +16,14 @@ The engines are timed **interleaved**: each round runs every engine for `--iters
 clock drift (this VM's clock moves between ~2 and ~3.6 GHz) hits them alike. The table reports
 the median over all iterations of all rounds, min, and the ratio qkernels / engine.
 
+Every engine runs in a **fresh process per round** (qkernels: `qkernels bench`; the peers: this
+script with `--worker`, loading the models saved once by the parent, 3 warm-up runs): on a loaded
+machine the scheduler favours a newly started process over a long-running one, so timing the
+peers inside this long-lived process (`--in-process`, the old behaviour) and qkernels in fresh
+ones flattered qkernels' wall times. The table also gives the **CPU time per inference** (process
+CPU time; for qkernels the difference of an `--iters K` and an `--iters 1` run over K - 1): with
+one thread it is the latency minus the time spent descheduled, robust to a loaded machine.
+
 `--isa avx2` forces qkernels to AVX2 (QKERNELS_ISA) and asks the peers for AVX2 too where they
 allow it (FBGEMM_ENABLE_INSTRUCTIONS=AVX2 for fbgemm, ONEDNN_MAX_CPU_ISA=AVX2 for onednn; ONNX
 Runtime has no switch). Those variables must be set before the libraries load, so the script
@@ -39,6 +47,10 @@ def parse():
     ap.add_argument("--qkernels", default=os.path.join(ROOT, "target", "release", "qkernels"))
     ap.add_argument("--skip", default="", help="comma-separated engines to skip: fbgemm,onednn,ort,qkernels")
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
+    ap.add_argument("--in-process", action="store_true",
+                    help="time the PyTorch and ORT engines inside this process (the old way) instead of "
+                         "one fresh worker process per engine and round, like qkernels")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return ap.parse_args()
 
 
@@ -102,11 +114,7 @@ def ort_session(float_model, calib, size, threads, tmp):
 
     quantize_static(pre, q, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(q, so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(q, ort_options(threads), providers=["CPUExecutionProvider"]), q
 
 
 def export_for_qkernels(qmodel, path, size):
@@ -158,8 +166,66 @@ def time_qkernels(a, model_path):
     return lat, j, cpu
 
 
+def ort_options(threads):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
+def worker(spec_path):
+    """One engine, one round, in a fresh process: load, warm up (3 runs), time `iters` runs;
+    prints {"lat": [...], "cpu": [...]} (ms)."""
+    with open(spec_path) as f:
+        w = json.load(f)
+    import torch
+    torch.set_num_threads(w["threads"])
+    x = torch.load(w["input"])
+    if w["engine"] == "ort":
+        import onnxruntime as ort
+        sess = ort.InferenceSession(w["model"], ort_options(w["threads"]),
+                                    providers=["CPUExecutionProvider"])
+        xn = x.numpy()
+        fn = lambda: sess.run(None, {"input": xn})
+    else:
+        # Same architecture, converted without calibration, then the parent's quantized
+        # state (weights, scales, zero points) loaded over it.
+        m = quantize_torch(build_float_model(0), w["engine"], [])
+        m.load_state_dict(torch.load(w["model"]))
+        torch.backends.quantized.engine = w["engine"]
+
+        def fn():
+            with torch.no_grad():
+                m(x)
+    time_callable(fn, 3, [])
+    cpu = []
+    lat = time_callable(fn, w["iters"], cpu)
+    print(json.dumps({"lat": lat, "cpu": cpu}))
+
+
+def isolated(spec, tmp):
+    """A round runner that times the engine in a fresh worker process."""
+    path = os.path.join(tmp, f"worker_{spec['engine']}.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+
+    def run(iters, cpu):
+        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", path],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"{spec['engine']} worker failed: {r.stderr.strip()[-2000:]}")
+        j = json.loads(r.stdout.strip().splitlines()[-1])
+        cpu += j["cpu"]
+        return j["lat"]
+    return run
+
+
 def main():
     a = parse()
+    if a.worker:
+        return worker(a.worker)
     reexec_with_isa_env(a)
     import torch
     torch.set_num_threads(a.threads)
@@ -186,9 +252,28 @@ def main():
                 od(x)
         engines["PyTorch onednn"] = run_onednn
     if "ort" not in skip:
-        sess = ort_session(fm, calib, a.size, a.threads, tmp)
+        sess, ort_path = ort_session(fm, calib, a.size, a.threads, tmp)
         xn = x.numpy()
         engines["ONNX Runtime"] = lambda: sess.run(None, {"input": xn})
+    if not a.in_process:
+        # Same models and input, timed in fresh processes (see the module doc).
+        x_path = os.path.join(tmp, "input.pt")
+        torch.save(x, x_path)
+        files = {"PyTorch fbgemm": ("fbgemm", lambda: fb), "PyTorch onednn": ("onednn", lambda: od)}
+        runners = {}
+        for name in engines:
+            if name == "ONNX Runtime":
+                spec = {"engine": "ort", "model": ort_path}
+            else:
+                eng, get = files[name]
+                path = os.path.join(tmp, f"{eng}.pt")
+                torch.save(get().state_dict(), path)
+                spec = {"engine": eng, "model": path}
+            spec.update(threads=a.threads, iters=a.iters, input=x_path)
+            runners[name] = isolated(spec, tmp)
+    else:
+        runners = {name: (lambda fn: lambda iters, cpu: time_callable(fn, iters, cpu))(fn)
+                   for name, fn in engines.items()}
     model_path = os.path.join(tmp, "resnet18_qk.safetensors")
     qk_info = None
     if "qkernels" not in skip:
@@ -199,12 +284,13 @@ def main():
     if "qkernels" not in skip:
         times["qkernels"] = []
         cpu["qkernels"] = []
-    for name, fn in engines.items():  # warm-up
-        time_callable(fn, 3, [])
+    if a.in_process:
+        for name, fn in engines.items():  # warm-up
+            time_callable(fn, 3, [])
     load = [os.getloadavg()[0]]
     for r in range(a.rounds):
-        for name, fn in engines.items():
-            times[name] += time_callable(fn, a.iters, cpu[name])
+        for name, run in runners.items():
+            times[name] += run(a.iters, cpu[name])
         if "qkernels" not in skip:
             lat, qk_info, c = time_qkernels(a, model_path)
             times["qkernels"] += lat
@@ -214,7 +300,8 @@ def main():
     med = {k: statistics.median(v) for k, v in times.items()}
     cmed = {k: statistics.median(v) for k, v in cpu.items() if v}
     print(f"\nint8 ResNet-18, batch {a.batch}, {a.size}x{a.size}, threads {a.threads}, "
-          f"isa {a.isa or 'best'}; {a.rounds} interleaved rounds x {a.iters} iterations")
+          f"isa {a.isa or 'best'}; {a.rounds} interleaved rounds x {a.iters} iterations; "
+          f"peers {'in this process' if a.in_process else 'in a fresh process per round'}")
     print(f"1-minute load average during the run: {min(load):.2f} .. {max(load):.2f} "
           f"({os.cpu_count()} CPUs)")
     if qk_info:
