@@ -51,6 +51,12 @@ typedef enum {
 } qk_status;
 
 /**
+ * Opaque loaded, prepacked ResNet-18 (`docs/model-format.md`). Created by [`qk_model_load`],
+ * freed by [`qk_model_free`]; immutable, so one model may run on several threads at once.
+ */
+typedef struct qk_model qk_model;
+
+/**
  * Opaque prepacked int8 weights of one conv2d or linear layer, with their bias and weight
  * quantization parameters. Created by `qk_weights_pack_*`, freed by [`qk_weights_free`];
  * immutable, so one handle may be used from several threads at once.
@@ -119,12 +125,14 @@ extern "C" {
 /**
  * The message of this thread's last failed call, or `""` if no call on this thread has
  * failed. Never NULL. The string is owned by the library and stays valid until the next
- * failing call on the same thread (successful calls leave it unchanged); copy it to keep it.
+ * failing call or [`qk_clear_last_error`] on the same thread (successful calls leave it
+ * unchanged); copy it to keep it.
  */
 const char *qk_last_error(void);
 
 /**
- * Clears this thread's last error message (so [`qk_last_error`] returns `""`).
+ * Clears this thread's last error message (so [`qk_last_error`] returns `""`; a pointer it
+ * returned before is no longer valid).
  */
 void qk_clear_last_error(void);
 
@@ -423,6 +431,90 @@ qk_status qk_adaptive_avg_pool2d_u8(const uint8_t *x_nhwc,
                                     qk_qparams q,
                                     uint8_t *out,
                                     size_t out_len);
+
+/**
+ * Loads a quantized ResNet-18 model file (safetensors, `docs/model-format.md`) and packs its
+ * weights for this CPU into a new handle stored in `*out` (set to NULL on failure).
+ * `QK_ERR_IO` if the file cannot be read, `QK_ERR_FORMAT` if it is not a valid model.
+ *
+ * # Safety
+ * `path` must be a NUL-terminated string and `out` writable (both non-NULL).
+ */
+qk_status qk_model_load(const char *path, qk_model **out);
+
+/**
+ * Runs the model on `batch` NCHW float images (`batch × input_channels × height × width`,
+ * already resized and normalised as the model expects; any size ≥ the network's minimum
+ * runs) and writes the dequantized logits `batch × num_classes` to `logits`, which has room
+ * for `logits_len` floats (`QK_ERR_INVALID_ARGUMENT` if too small). Bit-exact with PyTorch.
+ *
+ * # Safety
+ * `m` must be a live model, `input_nchw` must point to `batch·input_channels·height·width`
+ * readable floats and `logits` to `logits_len` writable floats (all non-NULL).
+ */
+qk_status qk_model_run(const qk_model *m,
+                       const float *input_nchw,
+                       size_t batch,
+                       size_t height,
+                       size_t width,
+                       float *logits,
+                       size_t logits_len);
+
+/**
+ * [`qk_model_run`] writing the quantized `uint8_t` logits (PyTorch's `fc` output before the
+ * DeQuantStub; their qparams: [`qk_model_logits_qparams`]).
+ *
+ * # Safety
+ * As [`qk_model_run`], with `logits_q` pointing to `logits_len` writable bytes.
+ */
+qk_status qk_model_run_quantized(const qk_model *m,
+                                 const float *input_nchw,
+                                 size_t batch,
+                                 size_t height,
+                                 size_t width,
+                                 uint8_t *logits_q,
+                                 size_t logits_len);
+
+/**
+ * Number of output classes of a model; 0 for NULL.
+ *
+ * # Safety
+ * `m` must be NULL or a live model.
+ */
+size_t qk_model_num_classes(const qk_model *m);
+
+/**
+ * Number of input channels of a model (3 for the shipped models); 0 for NULL.
+ *
+ * # Safety
+ * `m` must be NULL or a live model.
+ */
+size_t qk_model_input_channels(const qk_model *m);
+
+/**
+ * The model's nominal input size (what its images are resized to before normalisation).
+ *
+ * # Safety
+ * `m` must be a live model; `height`, `width` must be non-NULL and writable.
+ */
+qk_status qk_model_input_size(const qk_model *m, size_t *height, size_t *width);
+
+/**
+ * The quantization parameters of the model's `uint8_t` logits.
+ *
+ * # Safety
+ * `m` must be a live model; `q` must be non-NULL and writable.
+ */
+qk_status qk_model_logits_qparams(const qk_model *m, qk_qparams *q);
+
+/**
+ * Frees a model. `NULL` is a no-op.
+ *
+ * # Safety
+ * `m` must be NULL or a handle returned by [`qk_model_load`] not yet freed, and no other
+ * thread may be using it.
+ */
+void qk_model_free(qk_model *m);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -9,10 +9,12 @@ bash scripts/setup.sh
 echo "== x86-64: cargo test --workspace"
 cargo test --workspace --all-targets
 
-for extra in scripts/test-aarch64.sh scripts/test-c-example.sh; do
-  if [ -f "$extra" ]; then
-    echo "== $extra"
-    bash "$extra"
-  fi
-done
+echo "== aarch64 under qemu: kernel battery + ISA detection (3 CPU models)"
+bash scripts/test-aarch64.sh
+echo "== aarch64 under qemu: every golden op case on every ARM ISA (3 CPU models)"
+QKERNELS_AARCH64_CLIPPY=0 bash scripts/test-aarch64.sh --test golden_api
+echo "== aarch64 under qemu: the digits ResNet-18, 297 images, every ARM ISA (-cpu max)"
+QKERNELS_AARCH64_CLIPPY=0 QKERNELS_AARCH64_CPUS=max bash scripts/test-aarch64.sh --test resnet18_golden -- digits
+echo "== C example"
+bash scripts/test-c-example.sh
 echo "== all test stages passed"

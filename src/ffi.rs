@@ -159,6 +159,14 @@ impl qk_weights {
     }
 }
 
+// The "usable from several threads at once" promise of both handle types, checked at compile
+// time: the wrapped Rust values are immutable after construction and `Sync`.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<qk_weights>();
+    shareable::<qk_model>();
+};
+
 // ------------------------------------------------------------------------------------------
 // Error plumbing
 // ------------------------------------------------------------------------------------------
@@ -171,11 +179,9 @@ struct Failure {
 
 type R<T> = Result<T, Failure>;
 
+/// An invalid-argument failure, worded like [`Error::InvalidArgument`].
 fn invalid(message: String) -> Failure {
-    Failure {
-        status: qk_status::QK_ERR_INVALID_ARGUMENT,
-        message,
-    }
+    Error::InvalidArgument(message).into()
 }
 
 fn null_pointer(what: &str) -> Failure {
@@ -365,7 +371,8 @@ const VERSION_C: &CStr =
 
 /// The message of this thread's last failed call, or `""` if no call on this thread has
 /// failed. Never NULL. The string is owned by the library and stays valid until the next
-/// failing call on the same thread (successful calls leave it unchanged); copy it to keep it.
+/// failing call or [`qk_clear_last_error`] on the same thread (successful calls leave it
+/// unchanged); copy it to keep it.
 #[unsafe(no_mangle)]
 pub extern "C" fn qk_last_error() -> *const c_char {
     LAST_ERROR
@@ -376,7 +383,8 @@ pub extern "C" fn qk_last_error() -> *const c_char {
         .unwrap_or(c"".as_ptr())
 }
 
-/// Clears this thread's last error message (so [`qk_last_error`] returns `""`).
+/// Clears this thread's last error message (so [`qk_last_error`] returns `""`; a pointer it
+/// returned before is no longer valid).
 #[unsafe(no_mangle)]
 pub extern "C" fn qk_clear_last_error() {
     set_last_error(String::new());
@@ -1237,6 +1245,240 @@ pub unsafe extern "C" fn qk_adaptive_avg_pool2d_u8(
     })
 }
 
+// ------------------------------------------------------------------------------------------
+// ResNet-18 model
+// ------------------------------------------------------------------------------------------
+
+/// Opaque loaded, prepacked ResNet-18 (`docs/model-format.md`). Created by [`qk_model_load`],
+/// freed by [`qk_model_free`]; immutable, so one model may run on several threads at once.
+pub struct qk_model {
+    inner: crate::resnet18::Model,
+}
+
+/// The path of a NUL-terminated C string, byte for byte on Unix.
+fn c_path(path: &CStr) -> R<std::path::PathBuf> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(std::ffi::OsStr::from_bytes(path.to_bytes()).into())
+    }
+    #[cfg(not(unix))]
+    {
+        path.to_str()
+            .map(Into::into)
+            .map_err(|_| invalid("path is not valid UTF-8".into()))
+    }
+}
+
+/// Loads a quantized ResNet-18 model file (safetensors, `docs/model-format.md`) and packs its
+/// weights for this CPU into a new handle stored in `*out` (set to NULL on failure).
+/// `QK_ERR_IO` if the file cannot be read, `QK_ERR_FORMAT` if it is not a valid model.
+///
+/// # Safety
+/// `path` must be a NUL-terminated string and `out` writable (both non-NULL).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_model_load(path: *const c_char, out: *mut *mut qk_model) -> qk_status {
+    guard("qk_model_load", || {
+        nonnull(out, "out")?;
+        // SAFETY: `out` is non-NULL and writable (caller contract).
+        unsafe { store(out, std::ptr::null_mut()) };
+        nonnull(path, "path")?;
+        // SAFETY: non-NULL and NUL-terminated (caller contract).
+        let path = c_path(unsafe { CStr::from_ptr(path) })?;
+        let inner = crate::resnet18::Model::load(&path)?;
+        let handle = Box::into_raw(Box::new(qk_model { inner }));
+        // SAFETY: `out` is non-NULL and writable (caller contract).
+        unsafe { store(out, handle) };
+        Ok(())
+    })
+}
+
+/// Borrows a model handle.
+///
+/// # Safety
+/// `m` must be NULL or a live handle.
+unsafe fn model<'a>(m: *const qk_model) -> R<&'a crate::resnet18::Model> {
+    nonnull(m, "model")?;
+    // SAFETY: non-NULL, and a live handle by the caller contract; models are immutable.
+    Ok(unsafe { &(*m).inner })
+}
+
+/// Checks the buffers of a model run and returns the input view and the logits element count.
+///
+/// # Safety
+/// As [`qk_model_run`] (`logits` holds `logits_len` writable elements of type `T`).
+unsafe fn model_io<'a, T>(
+    m: &crate::resnet18::Model,
+    input_nchw: *const f32,
+    batch: usize,
+    height: usize,
+    width: usize,
+    logits: *mut T,
+    logits_len: usize,
+) -> R<(Cow<'a, [f32]>, &'a mut [T])> {
+    let n_in = product(&[batch, m.input_channels(), height, width], "model input")?;
+    let need = product(&[batch, m.num_classes()], "logits")?;
+    if logits_len < need {
+        return Err(invalid(format!(
+            "logits_len = {logits_len} is too small: [batch {batch}, {} classes] needs {need}",
+            m.num_classes()
+        )));
+    }
+    let o = extent(logits.cast_const(), need, "logits")?;
+    // SAFETY: caller contract: `input_nchw` holds `n_in` floats, `logits` at least
+    // `logits_len >= need` elements.
+    unsafe {
+        Ok((
+            input(input_nchw, n_in, "input_nchw", o)?,
+            output(logits, need, "logits")?,
+        ))
+    }
+}
+
+/// Runs the model on `batch` NCHW float images (`batch × input_channels × height × width`,
+/// already resized and normalised as the model expects; any size ≥ the network's minimum
+/// runs) and writes the dequantized logits `batch × num_classes` to `logits`, which has room
+/// for `logits_len` floats (`QK_ERR_INVALID_ARGUMENT` if too small). Bit-exact with PyTorch.
+///
+/// # Safety
+/// `m` must be a live model, `input_nchw` must point to `batch·input_channels·height·width`
+/// readable floats and `logits` to `logits_len` writable floats (all non-NULL).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_model_run(
+    m: *const qk_model,
+    input_nchw: *const f32,
+    batch: usize,
+    height: usize,
+    width: usize,
+    logits: *mut f32,
+    logits_len: usize,
+) -> qk_status {
+    guard("qk_model_run", || {
+        nonnull(m, "model")?;
+        nonnull(input_nchw, "input_nchw")?;
+        nonnull(logits, "logits")?;
+        // SAFETY: forwarded caller contract.
+        let m = unsafe { model(m) }?;
+        // SAFETY: forwarded caller contract.
+        let (x, out) =
+            unsafe { model_io(m, input_nchw, batch, height, width, logits, logits_len) }?;
+        Ok(m.run(&x, batch, height, width, out)?)
+    })
+}
+
+/// [`qk_model_run`] writing the quantized `uint8_t` logits (PyTorch's `fc` output before the
+/// DeQuantStub; their qparams: [`qk_model_logits_qparams`]).
+///
+/// # Safety
+/// As [`qk_model_run`], with `logits_q` pointing to `logits_len` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_model_run_quantized(
+    m: *const qk_model,
+    input_nchw: *const f32,
+    batch: usize,
+    height: usize,
+    width: usize,
+    logits_q: *mut u8,
+    logits_len: usize,
+) -> qk_status {
+    guard("qk_model_run_quantized", || {
+        nonnull(m, "model")?;
+        nonnull(input_nchw, "input_nchw")?;
+        nonnull(logits_q, "logits_q")?;
+        // SAFETY: forwarded caller contract.
+        let m = unsafe { model(m) }?;
+        // SAFETY: forwarded caller contract.
+        let (x, out) =
+            unsafe { model_io(m, input_nchw, batch, height, width, logits_q, logits_len) }?;
+        Ok(m.run_quantized(&x, batch, height, width, out)?)
+    })
+}
+
+/// Number of output classes of a model; 0 for NULL.
+///
+/// # Safety
+/// `m` must be NULL or a live model.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_model_num_classes(m: *const qk_model) -> usize {
+    // SAFETY: forwarded caller contract.
+    unsafe { model(m) }.map_or(0, |m| m.num_classes())
+}
+
+/// Number of input channels of a model (3 for the shipped models); 0 for NULL.
+///
+/// # Safety
+/// `m` must be NULL or a live model.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_model_input_channels(m: *const qk_model) -> usize {
+    // SAFETY: forwarded caller contract.
+    unsafe { model(m) }.map_or(0, |m| m.input_channels())
+}
+
+/// The model's nominal input size (what its images are resized to before normalisation).
+///
+/// # Safety
+/// `m` must be a live model; `height`, `width` must be non-NULL and writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_model_input_size(
+    m: *const qk_model,
+    height: *mut usize,
+    width: *mut usize,
+) -> qk_status {
+    guard("qk_model_input_size", || {
+        nonnull(height, "height")?;
+        nonnull(width, "width")?;
+        // SAFETY: forwarded caller contract.
+        let (h, w) = unsafe { model(m) }?.input_size();
+        // SAFETY: both non-NULL and writable (caller contract).
+        unsafe {
+            store(height, h);
+            store(width, w);
+        }
+        Ok(())
+    })
+}
+
+/// The quantization parameters of the model's `uint8_t` logits.
+///
+/// # Safety
+/// `m` must be a live model; `q` must be non-NULL and writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_model_logits_qparams(
+    m: *const qk_model,
+    q: *mut qk_qparams,
+) -> qk_status {
+    guard("qk_model_logits_qparams", || {
+        nonnull(q, "q")?;
+        // SAFETY: forwarded caller contract.
+        let lq = unsafe { model(m) }?.logits_qparams();
+        // SAFETY: non-NULL and writable (caller contract).
+        unsafe {
+            store(
+                q,
+                qk_qparams {
+                    scale: lq.scale,
+                    zero_point: lq.zero_point,
+                },
+            )
+        };
+        Ok(())
+    })
+}
+
+/// Frees a model. `NULL` is a no-op.
+///
+/// # Safety
+/// `m` must be NULL or a handle returned by [`qk_model_load`] not yet freed, and no other
+/// thread may be using it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_model_free(m: *mut qk_model) {
+    if m.is_null() {
+        return;
+    }
+    // SAFETY: caller contract: `m` came from `Box::into_raw` in `qk_model_load`, freed once.
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(m) })));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1289,6 +1531,6 @@ mod tests {
     fn interior_nul_in_a_message_is_replaced() {
         let s = guard("qk_test", || Err(invalid("a\0b".into())));
         assert_eq!(s, qk_status::QK_ERR_INVALID_ARGUMENT);
-        assert_eq!(message(), "qk_test: a\u{FFFD}b");
+        assert_eq!(message(), "qk_test: invalid argument: a\u{FFFD}b");
     }
 }

@@ -972,6 +972,11 @@ fn bad_arguments_linear_run() {
         expect_err(QK_ERR_INVALID_ARGUMENT, f, || {
             qk_linear_u8(lin.0, px, 2, Q, Q, false, py, 5)
         });
+        assert_eq!(
+            last_error(),
+            "qk_linear_u8: invalid argument: out_len = 5 is too small: the output has 2×3 = 6 \
+             elements"
+        );
         for q in bad_qparams_u8() {
             expect_err(QK_ERR_INVALID_ARGUMENT, f, || {
                 qk_linear_u8(lin.0, px, 2, q, Q, false, py, 6)
@@ -1240,4 +1245,463 @@ fn outputs_may_alias_inputs() {
     // SAFETY: `buf` holds the input and has room for the (equal-sized) output.
     ok(unsafe { qk_conv2d_u8(h.0, p, 1, 6, 7, qp(xq), qp(oq), false, p, buf.len()) });
     assert_eq!(buf, want);
+}
+
+// ------------------------------------------------------------------------------------------
+// The ResNet-18 model
+// ------------------------------------------------------------------------------------------
+
+fn repo(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn c_path(p: &std::path::Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.to_str().expect("UTF-8 path")).unwrap()
+}
+
+/// Owns a model handle for the duration of a test.
+struct ModelHandle(*mut qk_model);
+
+impl ModelHandle {
+    fn load(path: &std::path::Path) -> ModelHandle {
+        let mut m = null_mut();
+        // SAFETY: NUL-terminated path, writable out-pointer.
+        ok(unsafe { qk_model_load(c_path(path).as_ptr(), &mut m) });
+        assert!(!m.is_null());
+        ModelHandle(m)
+    }
+    fn ptr(&self) -> *const qk_model {
+        self.0
+    }
+}
+
+impl Drop for ModelHandle {
+    fn drop(&mut self) {
+        // SAFETY: loaded once, freed once.
+        unsafe { qk_model_free(self.0) };
+    }
+}
+
+// SAFETY: models are immutable after loading and documented as shareable between threads.
+unsafe impl Send for ModelHandle {}
+// SAFETY: as above.
+unsafe impl Sync for ModelHandle {}
+
+/// The first `n` scikit-learn test digits: (model input NCHW, PyTorch's u8 logits, PyTorch's
+/// float logits). The input is built with the library's preprocessing, as
+/// `tests/resnet18_golden.rs` does (it checks that this reproduces PyTorch's input).
+fn digits(n: usize) -> (Vec<f32>, Vec<u8>, Vec<f32>) {
+    use safetensors::SafeTensors;
+    let bytes = std::fs::read(repo("tests/data/digits_test.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let images = st.tensor("images").unwrap().data().to_vec();
+    let logits_q = st.tensor("logits_q").unwrap().data()[..n * 10].to_vec();
+    let logits: Vec<f32> = st.tensor("logits").unwrap().data()[..n * 40]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let model = qkernels::resnet18::Model::load(repo("models/digits_resnet18.safetensors"))
+        .expect("digits model");
+    let meta = model.metadata();
+    let x = images
+        .chunks_exact(64)
+        .take(n)
+        .flat_map(|img| {
+            let plane: Vec<f32> = img.iter().map(|&v| f32::from(v) / 16.0).collect();
+            qkernels::resnet18::preprocess::image_to_input(
+                &plane,
+                1,
+                8,
+                8,
+                meta.input_size,
+                &meta.mean,
+                &meta.std,
+            )
+        })
+        .collect();
+    (x, logits_q, logits)
+}
+
+#[test]
+fn digits_model_through_the_c_abi_matches_pytorch() {
+    const N: usize = 24;
+    let (x, want_q, want_f) = digits(N);
+    let m = ModelHandle::load(&repo("models/digits_resnet18.safetensors"));
+    let (mut h, mut w) = (0, 0);
+    // SAFETY: live model, writable outputs.
+    unsafe {
+        assert_eq!(qk_model_num_classes(m.ptr()), 10);
+        assert_eq!(qk_model_input_channels(m.ptr()), 3);
+        ok(qk_model_input_size(m.ptr(), &mut h, &mut w));
+    }
+    assert_eq!((h, w), (32, 32));
+    assert_eq!(x.len(), N * 3 * 32 * 32);
+    let run_q = |x: &[f32], batch: usize| {
+        let mut q = vec![0u8; batch * 10 + 3]; // spare capacity is allowed
+        // SAFETY: `x` holds batch·3·32·32 floats, `q` `q.len()` bytes.
+        ok(unsafe {
+            qk_model_run_quantized(m.ptr(), x.as_ptr(), batch, 32, 32, q.as_mut_ptr(), q.len())
+        });
+        q.truncate(batch * 10);
+        q
+    };
+    let run_f = |x: &[f32], batch: usize| {
+        let mut f = vec![0f32; batch * 10];
+        // SAFETY: `x` holds batch·3·32·32 floats, `f` batch·10.
+        ok(unsafe { qk_model_run(m.ptr(), x.as_ptr(), batch, 32, 32, f.as_mut_ptr(), f.len()) });
+        f
+    };
+    assert_eq!(run_q(&x, N), want_q);
+    assert_eq!(bits(&run_f(&x, N)), bits(&want_f));
+    // The logits' qparams dequantize the u8 logits to exactly the float logits.
+    let mut lq = qk_qparams {
+        scale: 0.0,
+        zero_point: 0,
+    };
+    // SAFETY: live model, writable output.
+    ok(unsafe { qk_model_logits_qparams(m.ptr(), &mut lq) });
+    let deq = qkernels::reference::dequantize_u8(&want_q, QParams::new(lq.scale, lq.zero_point));
+    assert_eq!(bits(&deq), bits(&want_f));
+    // One model, several threads, one image each at a time.
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (x, want_q) = (&x, &want_q);
+            s.spawn(move || {
+                for i in (t..N).step_by(4) {
+                    let xi = &x[i * 3072..(i + 1) * 3072];
+                    assert_eq!(run_q(xi, 1), want_q[i * 10..(i + 1) * 10], "image {i}");
+                }
+            });
+        }
+    });
+}
+
+/// A file in the temp directory, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, bytes: &[u8]) -> TempFile {
+        let p = std::env::temp_dir().join(format!("qk-capi-{}-{name}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        TempFile(p)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn bad_arguments_model() {
+    let f = "qk_model_load";
+    let real = std::fs::read(repo("models/digits_resnet18.safetensors")).unwrap();
+    let garbage = TempFile::new("garbage.safetensors", &bytes(4096, 99));
+    let empty = TempFile::new("empty.safetensors", b"");
+    let truncated = TempFile::new("truncated.safetensors", &real[..real.len() / 2]);
+    // A valid safetensors file that is not a model.
+    let not_a_model = TempFile::new(
+        "ops.safetensors",
+        &std::fs::read(data_path("ops.safetensors")).unwrap(),
+    );
+    // SAFETY: for the whole block, paths are NUL-terminated, out-pointers writable, buffers
+    // sized as stated; bad arguments are rejected before any access.
+    unsafe {
+        let mut m = std::ptr::NonNull::<qk_model>::dangling().as_ptr();
+        let p = c_path(&repo("models/digits_resnet18.safetensors"));
+        expect_err(QK_ERR_NULL_POINTER, f, || qk_model_load(null(), &mut m));
+        assert!(m.is_null(), "*out is reset to NULL on failure");
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_load(p.as_ptr(), null_mut())
+        });
+        let missing = c_path(&repo("models/no-such-model.safetensors"));
+        expect_err(QK_ERR_IO, f, || qk_model_load(missing.as_ptr(), &mut m));
+        assert!(
+            last_error_after(|| qk_model_load(missing.as_ptr(), &mut m)).contains("no-such-model")
+        );
+        expect_err(QK_ERR_IO, f, || {
+            qk_model_load(c_path(&repo("models")).as_ptr(), &mut m)
+        });
+        for bad in [&garbage, &empty, &truncated, &not_a_model] {
+            m = std::ptr::NonNull::<qk_model>::dangling().as_ptr();
+            expect_err(QK_ERR_FORMAT, f, || {
+                qk_model_load(c_path(&bad.0).as_ptr(), &mut m)
+            });
+            assert!(m.is_null());
+        }
+
+        let model = ModelHandle::load(&repo("models/digits_resnet18.safetensors"));
+        let x = vec![0.25f32; 2 * 3 * 32 * 32];
+        let mut y = vec![0f32; 20];
+        let mut yq = vec![0u8; 20];
+        let (mp, px, py, pq) = (model.ptr(), x.as_ptr(), y.as_mut_ptr(), yq.as_mut_ptr());
+        let f = "qk_model_run";
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_run(null(), px, 2, 32, 32, py, 20)
+        });
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_run(mp, null(), 2, 32, 32, py, 20)
+        });
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_run(mp, px, 2, 32, 32, null_mut(), 20)
+        });
+        for (b, h, w) in [(0, 32, 32), (2, 0, 32), (2, 32, 0)] {
+            expect_err(QK_ERR_INVALID_ARGUMENT, f, || {
+                qk_model_run(mp, px, b, h, w, py, 20)
+            });
+        }
+        expect_err(QK_ERR_INVALID_ARGUMENT, f, || {
+            qk_model_run(mp, px, usize::MAX, 32, 32, py, 20)
+        });
+        expect_err(QK_ERR_INVALID_ARGUMENT, f, || {
+            qk_model_run(mp, px, 2, 32, 32, py, 19)
+        });
+        ok(qk_model_run(mp, px, 2, 32, 32, py, 20));
+        let f = "qk_model_run_quantized";
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_run_quantized(null(), px, 2, 32, 32, pq, 20)
+        });
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_run_quantized(mp, px, 2, 32, 32, null_mut(), 20)
+        });
+        expect_err(QK_ERR_INVALID_ARGUMENT, f, || {
+            qk_model_run_quantized(mp, px, 2, 32, 32, pq, 10)
+        });
+        ok(qk_model_run_quantized(mp, px, 2, 32, 32, pq, 20));
+
+        let (mut h, mut w) = (0, 0);
+        let f = "qk_model_input_size";
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_input_size(null(), &mut h, &mut w)
+        });
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_input_size(mp, null_mut(), &mut w)
+        });
+        expect_err(QK_ERR_NULL_POINTER, f, || {
+            qk_model_input_size(mp, &mut h, null_mut())
+        });
+        expect_err(QK_ERR_NULL_POINTER, "qk_model_logits_qparams", || {
+            qk_model_logits_qparams(mp, null_mut())
+        });
+        assert_eq!(qk_model_num_classes(null()), 0);
+        assert_eq!(qk_model_input_channels(null()), 0);
+        qk_model_free(null_mut());
+    }
+}
+
+/// The message a failing call leaves.
+fn last_error_after(call: impl FnOnce() -> qk_status) -> String {
+    assert_ne!(call(), QK_OK);
+    last_error()
+}
+
+/// `qk_gemm_u8s8s32` with padded strides against the reference: exact i32, and the padding
+/// of `C` between rows is left untouched.
+#[test]
+fn gemm_with_strides_matches_the_reference() {
+    for &(m, n, k) in &[(1, 1, 1), (7, 13, 33), (50, 70, 300), (3, 5, 66000)] {
+        let (lda, ldw, ldc) = (k + 3, k + 5, n + 2);
+        let a_dense = bytes(m * k, 31);
+        let w_dense: Vec<i8> = bytes(n * k, 37).into_iter().map(|v| v as i8).collect();
+        let mut a = vec![0xAAu8; (m - 1) * lda + k];
+        let mut w = vec![0x55i8; (n - 1) * ldw + k];
+        for i in 0..m {
+            a[i * lda..i * lda + k].copy_from_slice(&a_dense[i * k..(i + 1) * k]);
+        }
+        for j in 0..n {
+            w[j * ldw..j * ldw + k].copy_from_slice(&w_dense[j * k..(j + 1) * k]);
+        }
+        let want = qkernels::reference::matmul_u8s8s32_ref(m, n, k, &a_dense, &w_dense, false);
+        let mut c = vec![-7i32; (m - 1) * ldc + n];
+        // SAFETY: the buffers hold exactly the strided sizes the call documents.
+        ok(unsafe {
+            qk_gemm_u8s8s32(
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                lda,
+                w.as_ptr(),
+                ldw,
+                c.as_mut_ptr(),
+                ldc,
+            )
+        });
+        for i in 0..m {
+            assert_eq!(
+                c[i * ldc..i * ldc + n],
+                want[i * n..(i + 1) * n],
+                "{m}x{n}x{k} row {i}"
+            );
+            if i + 1 < m {
+                assert_eq!(
+                    c[i * ldc + n..(i + 1) * ldc],
+                    [-7, -7],
+                    "row padding untouched"
+                );
+            }
+        }
+    }
+}
+
+/// Random conv geometries — many of them invalid — through pack + output size + run: the
+/// status is exactly what an independent validity predicate says (never a crash, never
+/// `QK_ERR_INTERNAL`), and every accepted call produces the reference's bytes.
+#[test]
+fn random_conv_arguments_status_and_bytes() {
+    let mut rng = bytes(4096, 2024).into_iter().cycle();
+    let mut next = |n: usize| usize::from(rng.next().unwrap()) % n;
+    // A size in 1..=n, or 0 one time in 24.
+    let dim = |n: usize, next: &mut dyn FnMut(usize) -> usize| {
+        if next(24) == 0 { 0 } else { 1 + next(n) }
+    };
+    let (mut packed, mut ran) = (0, 0);
+    for _ in 0..1500 {
+        let d = qk_conv2d_desc {
+            in_channels: dim(6, &mut next),
+            out_channels: dim(6, &mut next),
+            kernel_h: dim(3, &mut next),
+            kernel_w: dim(3, &mut next),
+            stride_h: dim(2, &mut next),
+            stride_w: dim(2, &mut next),
+            pad_h: next(3),
+            pad_w: next(3),
+            dilation_h: dim(2, &mut next),
+            dilation_w: dim(2, &mut next),
+            groups: dim(3, &mut next),
+        };
+        let (batch, h, w) = (dim(2, &mut next), dim(7, &mut next), dim(7, &mut next));
+        let pack_ok = [
+            d.in_channels,
+            d.out_channels,
+            d.kernel_h,
+            d.kernel_w,
+            d.stride_h,
+            d.stride_w,
+            d.dilation_h,
+            d.dilation_w,
+            d.groups,
+        ]
+        .iter()
+        .all(|&v| v > 0)
+            && d.in_channels.is_multiple_of(d.groups)
+            && d.out_channels.is_multiple_of(d.groups);
+        let wlen = d.out_channels * d.in_channels * d.kernel_h * d.kernel_w;
+        let wts: Vec<i8> = (0..wlen).map(|_| next(256) as u8 as i8).collect();
+        let scales: Vec<f64> = (0..d.out_channels.max(1))
+            .map(|i| 0.001 * (i + 1) as f64)
+            .collect();
+        let zps = vec![0i32; scales.len()];
+        let mut hnd = sentinel();
+        // SAFETY: the buffers hold at least what any valid descriptor needs.
+        let s = unsafe {
+            qk_weights_pack_conv2d(
+                &d,
+                wts.as_ptr(),
+                scales.as_ptr(),
+                zps.as_ptr(),
+                1,
+                null(),
+                &mut hnd,
+            )
+        };
+        if !pack_ok {
+            assert_eq!(s, QK_ERR_INVALID_ARGUMENT, "{d:?}: {}", last_error());
+            assert!(hnd.is_null());
+            continue;
+        }
+        ok(s);
+        packed += 1;
+        let hnd = Weights(hnd);
+        let span = |k: usize, dil: usize| dil * (k - 1) + 1;
+        let fits = h + 2 * d.pad_h >= span(d.kernel_h, d.dilation_h)
+            && w + 2 * d.pad_w >= span(d.kernel_w, d.dilation_w);
+        let (mut oh, mut ow) = (0, 0);
+        // SAFETY: live handle, writable outputs.
+        let s = unsafe { qk_conv2d_output_size(hnd.ptr(), h, w, &mut oh, &mut ow) };
+        let size_ok = h > 0 && w > 0 && fits;
+        if !size_ok {
+            assert_eq!(s, QK_ERR_INVALID_ARGUMENT, "{d:?} on {h}x{w}");
+        } else {
+            ok(s);
+            assert_eq!(
+                oh,
+                (h + 2 * d.pad_h - span(d.kernel_h, d.dilation_h)) / d.stride_h + 1
+            );
+            assert_eq!(
+                ow,
+                (w + 2 * d.pad_w - span(d.kernel_w, d.dilation_w)) / d.stride_w + 1
+            );
+        }
+        let need = batch * oh * ow * d.out_channels;
+        let out_len = if size_ok && next(4) == 0 {
+            need.saturating_sub(1 + next(2))
+        } else {
+            need + next(3)
+        };
+        let x: Vec<u8> = (0..batch * h * w * d.in_channels)
+            .map(|_| next(256) as u8)
+            .collect();
+        let mut y = vec![0u8; out_len];
+        let (xq, yq) = (QParams::new(0.04, 7), QParams::new(0.3, 90));
+        // SAFETY: `x` holds batch·h·w·IC bytes, `y` `out_len`.
+        let s = unsafe {
+            qk_conv2d_u8(
+                hnd.ptr(),
+                x.as_ptr(),
+                batch,
+                h,
+                w,
+                qp(xq),
+                qp(yq),
+                false,
+                y.as_mut_ptr(),
+                out_len,
+            )
+        };
+        let run_ok = batch > 0 && size_ok && out_len >= need;
+        if !run_ok {
+            assert_eq!(
+                s, QK_ERR_INVALID_ARGUMENT,
+                "{d:?} {batch}x{h}x{w} out_len {out_len}"
+            );
+            continue;
+        }
+        ok(s);
+        ran += 1;
+        let geo = Conv2dGeometry {
+            batch,
+            in_h: h,
+            in_w: w,
+            in_c: d.in_channels,
+            out_c: d.out_channels,
+            kernel_h: d.kernel_h,
+            kernel_w: d.kernel_w,
+            stride_h: d.stride_h,
+            stride_w: d.stride_w,
+            pad_h: d.pad_h,
+            pad_w: d.pad_w,
+            dilation_h: d.dilation_h,
+            dilation_w: d.dilation_w,
+            groups: d.groups,
+        };
+        let wq = WeightQParams::per_tensor(scales[0], 0);
+        let k = d.out_channels * (d.in_channels / d.groups) * d.kernel_h * d.kernel_w;
+        let want = qkernels::reference::conv2d_nhwc(
+            &geo,
+            &x,
+            xq,
+            &wts[..k],
+            &wq,
+            None,
+            yq,
+            false,
+            Accumulation::Exact,
+        );
+        assert_eq!(y[..need], want[..], "{d:?} {batch}x{h}x{w}");
+    }
+    // The generator must exercise both sides of every check.
+    assert!(packed > 200 && ran > 100, "packed {packed}, ran {ran}");
+    println!("random conv arguments: {packed} packed, {ran} ran");
 }

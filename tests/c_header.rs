@@ -27,8 +27,8 @@ fn checked_in_header_is_up_to_date() {
         return;
     }
     let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        on_disk == fresh,
+    assert_eq!(
+        on_disk, fresh,
         "include/qkernels.h is stale: run `QKERNELS_BLESS=1 cargo test --test c_header` \
          and commit the result"
     );
@@ -49,6 +49,7 @@ fn header_has_the_issue_names() {
         "QK_ERR_INTERNAL = 6,",
         "} qk_status;",
         "typedef struct qk_weights qk_weights;",
+        "typedef struct qk_model qk_model;",
         "} qk_qparams;",
         "} qk_conv2d_desc;",
         "double scale;",
@@ -58,6 +59,9 @@ fn header_has_the_issue_names() {
         "qk_status qk_quantize_u8(const float *x, size_t n, qk_qparams q, uint8_t *out);",
         "qk_status qk_dequantize_u8(const uint8_t *x, size_t n, qk_qparams q, float *out);",
         "void qk_weights_free(qk_weights *w);",
+        "qk_status qk_model_load(const char *path, qk_model **out);",
+        "size_t qk_model_num_classes(const qk_model *m);",
+        "void qk_model_free(qk_model *m);",
     ] {
         assert!(h.contains(needle), "header lacks {needle:?}");
     }

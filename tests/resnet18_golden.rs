@@ -212,3 +212,58 @@ fn digits_model_297_real_images_every_isa() {
         assert_eq!(correct, 288, "{isa}: accuracy");
     }
 }
+
+/// `preprocess::resize_bilinear` against PyTorch's `F.interpolate(mode="bilinear",
+/// align_corners=False)` on random images, up and down (tools/make_resize_golden.py).
+#[test]
+fn bilinear_resize_matches_pytorch_bit_for_bit() {
+    let b = std::fs::read(repo("tests/data/resize_golden.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&b).unwrap();
+    let mut cases = 0;
+    for i in 0.. {
+        let Ok(x) = st.tensor(&format!("case{i}/x")) else {
+            break;
+        };
+        let y = st.tensor(&format!("case{i}/y")).unwrap();
+        let (c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let (oh, ow) = (y.shape()[1], y.shape()[2]);
+        let mut out = vec![0f32; c * oh * ow];
+        preprocess::resize_bilinear(&f32s(x.data()), c, h, w, oh, ow, &mut out);
+        let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+        let want: Vec<u32> = f32s(y.data()).iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, want, "case {i}: {c}x{h}x{w} -> {oh}x{ow}");
+        cases += 1;
+    }
+    assert_eq!(cases, 10);
+}
+
+/// One model shared by four threads at once, each with its own workspace: every thread gets
+/// PyTorch's bytes; a workspace stops growing after its first (largest) run.
+#[test]
+fn shared_model_from_several_threads() {
+    let d = digits();
+    let model = Model::load(repo("models/digits_resnet18.safetensors")).unwrap();
+    let x = digits_input(&model, &d.images[..64 * 64]);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (model, x, d) = (&model, &x, &d);
+            s.spawn(move || {
+                let mut ws = Workspace::new();
+                let imgs = t * 16..(t + 1) * 16;
+                let xs = &x[imgs.start * 3072..imgs.end * 3072];
+                let mut q = vec![0u8; 16 * 10];
+                model
+                    .run_quantized_with(&mut ws, xs, 16, 32, 32, &mut q)
+                    .unwrap();
+                assert_eq!(q, d.logits_q[imgs.start * 10..imgs.end * 10], "thread {t}");
+                let cap = ws.capacity_bytes();
+                for b in [16, 3, 1] {
+                    model
+                        .run_quantized_with(&mut ws, &xs[..b * 3072], b, 32, 32, &mut q[..b * 10])
+                        .unwrap();
+                    assert_eq!(ws.capacity_bytes(), cap, "no growth after warm-up");
+                }
+            });
+        }
+    });
+}

@@ -112,7 +112,8 @@ def ort_session(float_model, calib, size, threads, tmp):
 def export_for_qkernels(qmodel, path, size):
     sys.path.insert(0, HERE)
     import export_resnet18
-    export_resnet18.export_quantized_resnet(qmodel, path, input_size=f"{size},{size}")
+    export_resnet18.export(qmodel, path, {"input_size": f"{size},{size}",
+                                           "mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"})
 
 
 def time_callable(fn, iters):
@@ -131,7 +132,8 @@ def time_qkernels(a, model_path):
     if r.returncode != 0:
         raise SystemExit(f"qkernels bench failed: {r.stderr.strip()}")
     j = json.loads(r.stdout)
-    return [float(v) for v in j["latencies_ms"]], j
+    # Per-iteration latencies when the CLI reports them, else its median for this round.
+    return [float(v) for v in j.get("latencies_ms", [j["median_ms"]])], j
 
 
 def main():
@@ -169,7 +171,7 @@ def main():
     qk_info = None
     if "qkernels" not in skip:
         torch.backends.quantized.engine = "fbgemm"
-        export_for_qkernels(fb, model_path.removesuffix(".safetensors"), a.size)
+        export_for_qkernels(fb, model_path, a.size)
     times = {name: [] for name in engines}
     if "qkernels" not in skip:
         times["qkernels"] = []

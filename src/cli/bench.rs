@@ -94,15 +94,13 @@ pub fn bench(a: &BenchArgs, opts: &ModelOptions, threads: usize) -> Result<(), S
     for it in 0..a.iters {
         let t0 = Instant::now();
         let mut last = t0;
-        let mut i = 0;
         model
-            .run_profiled(&mut ws, &x, b, h, w, &mut |_| {
+            .run_profiled(&mut ws, &x, b, h, w, &mut |name| {
                 let now = Instant::now();
-                if let Some(slot) = per_layer.get_mut(i) {
-                    *slot += now - last;
+                if let Some(i) = names.iter().position(|n| n == name) {
+                    per_layer[i] += now - last;
                 }
                 last = now;
-                i += 1;
             })
             .map_err(|e| e.to_string())?;
         totals.push(t0.elapsed());
@@ -145,6 +143,7 @@ pub fn bench(a: &BenchArgs, opts: &ModelOptions, threads: usize) -> Result<(), S
             "iters": a.iters,
             "median_ms": ms(median),
             "min_ms": ms(min),
+            "latencies_ms": totals.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
             "images_per_s": ips,
             "gmac_per_image": total_macs as f64 / b as f64 / 1e9,
             "gmac_per_s": gmacs,

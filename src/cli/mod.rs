@@ -9,7 +9,7 @@ mod npy;
 
 use clap::{Args, Parser, Subcommand};
 use qkernels::Isa;
-use qkernels::resnet18::{Model, ModelOptions};
+use qkernels::resnet18::{Model, ModelOptions, Workspace};
 use std::path::{Path, PathBuf};
 
 /// The trained int8 digits ResNet-18 (`models/digits_resnet18.safetensors`), the default model.
@@ -158,15 +158,21 @@ fn classify(model: &Model, top: usize, json: bool, paths: &[PathBuf]) -> Result<
     let meta = model.metadata();
     let (h, w) = model.input_size();
     let per = model.input_channels() * h * w;
-    let mut x = Vec::with_capacity(per * paths.len());
-    for p in paths {
-        x.extend(images::load_input(p, meta)?);
-    }
     let classes = model.num_classes();
+    // decode and run in batches of 16 images: bounded memory for any number of files
+    const BATCH: usize = 16;
     let mut logits = vec![0f32; paths.len() * classes];
-    model
-        .run(&x, paths.len(), h, w, &mut logits)
-        .map_err(|e| e.to_string())?;
+    let mut ws = Workspace::new();
+    let mut x = Vec::with_capacity(per * BATCH.min(paths.len()));
+    for (chunk, out) in paths.chunks(BATCH).zip(logits.chunks_mut(BATCH * classes)) {
+        x.clear();
+        for p in chunk {
+            x.extend(images::load_input(p, meta)?);
+        }
+        model
+            .run_with(&mut ws, &x, chunk.len(), h, w, out)
+            .map_err(|e| e.to_string())?;
+    }
     let mut out = Vec::new();
     for (p, row) in paths.iter().zip(logits.chunks_exact(classes)) {
         let probs = softmax(row);

@@ -1,5 +1,5 @@
 //! The model file: a safetensors file as written by `tools/export_resnet18.py` (the format of
-//! `docs/model-format.md`), parsed and validated into plain tensors ([`RawModel`]).
+//! `docs/model-format.md`), parsed and validated into plain tensors (the crate-private `RawModel`).
 //!
 //! Everything in the file is untrusted: every tensor's presence, dtype and shape is checked
 //! against what the architecture needs before a single element is read, quantization

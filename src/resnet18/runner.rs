@@ -11,6 +11,10 @@
 //! `docs/model-format.md` / the PyTorch pipeline exactly: each conv writes its own output
 //! qparams, maxpool and avgpool keep their input's, each residual add writes the add module's
 //! own, and the fc reads `layer4.1.add_relu`'s.
+//!
+//! Each block's residual `add_relu` runs fused into its `conv2` ([`Conv2d::run_add`]: the add
+//! is applied in place over the conv's u8 output, same bytes as the separate ops) except in
+//! [`Model::run_traced`], which keeps them apart so that `conv2`'s own output can be reported.
 
 use super::model::{RawConv, RawModel, WIDTHS};
 use super::{Metadata, ModelOptions};
@@ -223,10 +227,10 @@ impl Model {
         let mut v = vec!["quant".to_string(), "conv1".into(), "maxpool".into()];
         for b in &self.blocks {
             v.push(b.conv1.name.clone());
-            v.push(b.conv2.name.clone());
             if let Some(d) = &b.downsample {
                 v.push(d.name.clone());
             }
+            v.push(b.conv2.name.clone());
             v.push(b.add_name.clone());
         }
         v.push("avgpool".into());
@@ -251,10 +255,10 @@ impl Model {
         for b in &self.blocks {
             (ch, cw) = b.conv1.conv.output_size(ch, cw)?;
             v.push((b.conv1.name.clone(), conv_macs(&b.conv1, ch, cw)));
-            v.push((b.conv2.name.clone(), conv_macs(&b.conv2, ch, cw)));
             if let Some(d) = &b.downsample {
                 v.push((d.name.clone(), conv_macs(d, ch, cw)));
             }
+            v.push((b.conv2.name.clone(), conv_macs(&b.conv2, ch, cw)));
             v.push((b.add_name.clone(), 0));
         }
         v.push(("avgpool".into(), 0));
@@ -295,6 +299,7 @@ impl Model {
         batch: usize,
         h: usize,
         w: usize,
+        trace: bool,
         hook: Hook<'_>,
     ) -> Result<()> {
         let plan = self.plan(batch, h, w)?;
@@ -347,7 +352,7 @@ impl Model {
         // Rotate four buffers: x (block input), t1, t2, t3.
         let mut x: &mut Vec<u8> = b2;
         let mut t1: &mut Vec<u8> = b0;
-        let t2: &mut Vec<u8> = b1;
+        let mut t2: &mut Vec<u8> = b1;
         let t3: &mut Vec<u8> = b3;
         let (mut xh, mut xw, mut xc, mut xq) = (ph, pw, c, self.conv1.out_q);
         for blk in &self.blocks {
@@ -358,8 +363,6 @@ impl Model {
             let shape = [batch, oh, ow, oc];
             run_conv(&blk.conv1, &x[..n_x], batch, xh, xw, xq, t1)?;
             hook(&blk.conv1.name, &t1[..n_o], shape);
-            run_conv(&blk.conv2, &t1[..n_o], batch, oh, ow, blk.conv1.out_q, t2)?;
-            hook(&blk.conv2.name, &t2[..n_o], shape);
             let (id, id_q): (&[u8], QParams) = match &blk.downsample {
                 Some(ds) => {
                     run_conv(ds, &x[..n_x], batch, xh, xw, xq, t3)?;
@@ -368,19 +371,42 @@ impl Model {
                 }
                 None => (&x[..n_x], xq),
             };
-            ops::add_u8_with_isa(
-                isa,
-                &t2[..n_o],
-                blk.conv2.out_q,
-                id,
-                id_q,
-                blk.add_q,
-                true,
-                &mut t1[..n_o],
-            )?;
-            hook(&blk.add_name, &t1[..n_o], shape);
-            // the add output (t1) is the next block's input; the old input buffer is free
-            std::mem::swap(&mut x, &mut t1);
+            if trace {
+                // unfused, so that conv2's own output can be observed
+                run_conv(&blk.conv2, &t1[..n_o], batch, oh, ow, blk.conv1.out_q, t2)?;
+                hook(&blk.conv2.name, &t2[..n_o], shape);
+                ops::add_u8_with_isa(
+                    isa,
+                    &t2[..n_o],
+                    blk.conv2.out_q,
+                    id,
+                    id_q,
+                    blk.add_q,
+                    true,
+                    &mut t1[..n_o],
+                )?;
+                hook(&blk.add_name, &t1[..n_o], shape);
+                // the add output (t1) is the next block's input; the old input buffer is free
+                std::mem::swap(&mut x, &mut t1);
+            } else {
+                // conv2 with the residual add_relu fused into its epilogue (same bytes)
+                blk.conv2.conv.run_add(
+                    &t1[..n_o],
+                    batch,
+                    oh,
+                    ow,
+                    blk.conv1.out_q,
+                    blk.conv2.out_q,
+                    id,
+                    id_q,
+                    blk.add_q,
+                    true,
+                    t2,
+                )?;
+                hook(&blk.conv2.name, &t2[..n_o], shape);
+                hook(&blk.add_name, &t2[..n_o], shape);
+                std::mem::swap(&mut x, &mut t2);
+            }
             (xh, xw, xc, xq) = (oh, ow, oc, blk.add_q);
         }
 
@@ -406,7 +432,7 @@ impl Model {
         logits_q: &mut [u8],
     ) -> Result<()> {
         let n = self.check_logits_len(logits_q.len(), batch)?;
-        self.forward(ws, input, batch, h, w, &mut |_, _, _| {})?;
+        self.forward(ws, input, batch, h, w, false, &mut |_, _, _| {})?;
         logits_q.copy_from_slice(&ws.logits_q[..n]);
         Ok(())
     }
@@ -436,7 +462,7 @@ impl Model {
         logits: &mut [f32],
     ) -> Result<()> {
         let n = self.check_logits_len(logits.len(), batch)?;
-        self.forward(ws, input, batch, h, w, &mut |_, _, _| {})?;
+        self.forward(ws, input, batch, h, w, false, &mut |_, _, _| {})?;
         ops::dequantize_u8_with_isa(self.opts.isa, &ws.logits_q[..n], self.fc_q, logits)
     }
 
@@ -464,27 +490,30 @@ impl Model {
         w: usize,
     ) -> Result<Vec<Activation>> {
         let mut acts = Vec::new();
-        self.forward(&mut Workspace::new(), input, batch, h, w, &mut |name,
-                                                                      data,
-                                                                      [
-            n,
+        self.forward(
+            &mut Workspace::new(),
+            input,
+            batch,
             h,
             w,
-            c,
-        ]| {
-            let mut nchw = vec![0u8; data.len()];
-            nhwc_to_nchw(data, &mut nchw, n, h * w, c);
-            acts.push(Activation {
-                name: name.to_string(),
-                shape: [n, c, h, w],
-                data: nchw,
-            });
-        })?;
+            true,
+            &mut |name, data, [n, h, w, c]| {
+                let mut nchw = vec![0u8; data.len()];
+                nhwc_to_nchw(data, &mut nchw, n, h * w, c);
+                acts.push(Activation {
+                    name: name.to_string(),
+                    shape: [n, c, h, w],
+                    data: nchw,
+                });
+            },
+        )?;
         Ok(acts)
     }
 
     /// Runs the network calling `hook(layer_name)` right after each layer finishes (the
-    /// first call, `quant`, also covers the input transposition). For per-layer timing.
+    /// first call, `quant`, also covers the input transposition). For per-layer timing: the
+    /// residual `add_relu` is fused into `conv2` here, so a block's `conv2` call comes after
+    /// its add is done too, and its `add_relu` call follows at once.
     pub fn run_profiled(
         &self,
         ws: &mut Workspace,
@@ -494,7 +523,7 @@ impl Model {
         w: usize,
         hook: &mut dyn FnMut(&str),
     ) -> Result<()> {
-        self.forward(ws, input, batch, h, w, &mut |name, _, _| hook(name))
+        self.forward(ws, input, batch, h, w, false, &mut |name, _, _| hook(name))
     }
 
     fn check_logits_len(&self, len: usize, batch: usize) -> Result<usize> {
