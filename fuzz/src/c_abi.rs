@@ -7,6 +7,10 @@
 //! then answer with a status — never a panic (`QK_ERR_INTERNAL` counts as a crash), never an
 //! out-of-bounds access (the fuzz build runs under AddressSanitizer) — and every failure must
 //! leave a non-empty `qk_last_error()` message.
+//!
+//! The `qk_model_*` arm loads the digits ResNet-18 once per process (`qk_model_load` on the
+//! repository's model file) and fuzzes the run arguments on tiny images; `qk_model_load` itself
+//! gets arbitrary (mostly non-existent) paths. The file contents are fuzzed by `model_loader`.
 
 use crate::input::*;
 use arbitrary::{Result, Unstructured};
@@ -96,7 +100,8 @@ fn maybe_null_mut<T>(u: &mut Unstructured<'_>, p: *mut T) -> Result<*mut T> {
 }
 
 fn body(u: &mut Unstructured<'_>) -> Result<()> {
-    match u.int_in_range(0u8..=6)? {
+    match u.int_in_range(0u8..=7)? {
+        7 => model(u),
         0 => elementwise(u),
         1 => gemm(u),
         2 | 3 => conv(u),
@@ -437,6 +442,86 @@ fn pools(u: &mut Unstructured<'_>) -> Result<()> {
             out.as_mut_ptr(),
             out_len,
         ));
+    }
+    Ok(())
+}
+
+/// The digits model, loaded once per process through the C ABI (the handle is never freed).
+fn shared_model() -> *const qk_model {
+    static MODEL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MODEL.get_or_init(|| {
+        let path = std::ffi::CString::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/digits_resnet18.safetensors"
+        ))
+        .unwrap();
+        let mut m: *mut qk_model = ptr::null_mut();
+        // SAFETY: a NUL-terminated path and a valid out pointer.
+        let st = unsafe { qk_model_load(path.as_ptr(), &mut m) };
+        assert_eq!(st, qk_status::QK_OK, "the repository's model must load");
+        m as usize
+    }) as *const qk_model
+}
+
+fn model(u: &mut Unstructured<'_>) -> Result<()> {
+    if u.ratio(1, 4)? {
+        // Arbitrary path bytes (interior NULs cut the string short, as in C).
+        let mut p: Vec<u8> = u.arbitrary::<Vec<u8>>()?.into_iter().take(64).collect();
+        p.retain(|&b| b != 0);
+        p.insert(0, b'/');
+        let path = std::ffi::CString::new(p).unwrap();
+        let mut m: *mut qk_model = ptr::null_mut();
+        // SAFETY: NUL-terminated path, valid out pointer; a loaded handle is freed once.
+        unsafe {
+            let st = qk_model_load(path.as_ptr(), &mut m);
+            check(st);
+            if st == qk_status::QK_OK {
+                qk_model_free(m);
+            } else {
+                assert!(m.is_null());
+            }
+        }
+        return Ok(());
+    }
+    let m = shared_model();
+    // SAFETY: a live handle.
+    let (classes, channels) = unsafe { (qk_model_num_classes(m), qk_model_input_channels(m)) };
+    let (batch, h, w) = (dim(u)?.min(2), dim(u)?, dim(u)?);
+    let Buf::Call(in_len) = plan(product(&[batch, channels, h, w])) else {
+        return Ok(());
+    };
+    if h > 24 || w > 24 {
+        return Ok(()); // keep runs fast; size limits are covered by the Rust tests
+    }
+    let x: Vec<f32> = bytes(u, in_len.max(1))?
+        .into_iter()
+        .map(|b| f32::from(b) / 64.0 - 2.0)
+        .collect();
+    let want = batch * classes;
+    let logits_len = if u.ratio(1, 6)? {
+        u.int_in_range(0..=want + 2)?
+    } else {
+        want
+    };
+    let mut logits = vec![0f32; logits_len.max(1)];
+    let mut logits_q = vec![0u8; logits_len.max(1)];
+    let null_model = u.ratio(1, 16)?;
+    let mh = if null_model { ptr::null() } else { m };
+    // SAFETY: `x` holds batch·C·h·w floats, the logits buffers `logits_len` elements.
+    unsafe {
+        let st = qk_model_run(mh, x.as_ptr(), batch, h, w, logits.as_mut_ptr(), logits_len);
+        check(st);
+        let stq = qk_model_run_quantized(
+            mh,
+            x.as_ptr(),
+            batch,
+            h,
+            w,
+            logits_q.as_mut_ptr(),
+            logits_len,
+        );
+        check(stq);
+        assert_eq!(st, stq, "run and run_quantized disagree on validity");
     }
     Ok(())
 }
