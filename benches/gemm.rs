@@ -18,24 +18,6 @@ use qkernels::{Isa, QParams, WeightQParams};
 use qkernels_kernels::gemm::{GemmKernel, all_kernels, best_kernel};
 use std::time::Duration;
 
-/// Peak probes exist only on x86-64 (they are only called when the ISA is supported).
-#[cfg(target_arch = "x86_64")]
-fn probe_vnni(iters: usize) {
-    qkernels_kernels::gemm::x86_avx512vnni::peak_probe_vnni_zmm(iters)
-}
-#[cfg(target_arch = "x86_64")]
-fn probe_avx2(iters: usize) {
-    qkernels_kernels::gemm::x86_avx2::peak_probe_avx2_madd(iters)
-}
-#[cfg(not(target_arch = "x86_64"))]
-fn probe_vnni(_iters: usize) {
-    unreachable!("AVX-512 VNNI is never supported off x86-64")
-}
-#[cfg(not(target_arch = "x86_64"))]
-fn probe_avx2(_iters: usize) {
-    unreachable!("AVX2 is never supported off x86-64")
-}
-
 /// ResNet-18 GEMM shapes (M = output pixels, N = output channels, K = kh·kw·Cin) and 1024³.
 const SHAPES: &[(usize, usize, usize)] = &[
     (12544, 64, 147),
@@ -68,19 +50,37 @@ fn one_thread() -> rayon::ThreadPool {
         .unwrap()
 }
 
+/// A peak probe: `(name, MACs per round, run(rounds))`.
+type Probe = (&'static str, usize, fn(usize));
+
+/// The instruction-peak probe of `isa`, if this build has one.
+fn probe_for(isa: Isa) -> Option<Probe> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use qkernels_kernels::gemm::{x86_avx2, x86_avx512vnni};
+        match isa {
+            Isa::Avx512Vnni => {
+                return Some(("vpdpbusd_zmm", 768, x86_avx512vnni::peak_probe_vnni_zmm));
+            }
+            Isa::Avx2 => return Some(("vpmaddwd_vpaddd_ymm", 128, x86_avx2::peak_probe_avx2_madd)),
+            _ => {}
+        }
+    }
+    let _ = isa;
+    None
+}
+
 fn peak(c: &mut Criterion) {
     let mut g = c.benchmark_group("peak");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     const ITERS: usize = 100_000;
-    if Isa::Avx512Vnni.is_supported() {
-        g.throughput(Throughput::Elements((ITERS * 768) as u64));
-        g.bench_function("avx512vnni/vpdpbusd_zmm", |b| b.iter(|| probe_vnni(ITERS)));
-    }
-    if Isa::Avx2.is_supported() {
-        g.throughput(Throughput::Elements((ITERS * 128) as u64));
-        g.bench_function("avx2/vpmaddwd_vpaddd_ymm", |b| b.iter(|| probe_avx2(ITERS)));
+    for isa in isas() {
+        if let Some((name, macs, f)) = probe_for(isa) {
+            g.throughput(Throughput::Elements((ITERS * macs) as u64));
+            g.bench_function(format!("{isa}/{name}"), |b| b.iter(|| f(ITERS)));
+        }
     }
     g.finish();
 }
@@ -275,19 +275,22 @@ fn table() {
     for isa in isas().into_iter().filter(|i| only.is_none_or(|o| o == *i)) {
         let probe = |reps| {
             const ITERS: usize = 20_000;
-            if isa == Isa::Avx512Vnni {
-                best_gmacs(reps, (ITERS * 768) as f64, || probe_vnni(ITERS))
-            } else if isa == Isa::Avx2 {
-                best_gmacs(reps, (ITERS * 128) as f64, || probe_avx2(ITERS))
-            } else {
-                // No peak probe for this ISA yet (ARM): percentages print as NaN.
-                f64::NAN
-            }
+            probe_for(isa).map_or(f64::NAN, |(_, macs, f)| {
+                best_gmacs(reps, (ITERS * macs) as f64, || f(ITERS))
+            })
         };
         let mut peak = probe(reps);
         let mut rows = Vec::new();
-        for kern in kernels_for(isa) {
-            for &(m, n, k) in SHAPES {
+        let kfilter = std::env::var("QKERNELS_GEMM_KERNEL").unwrap_or_default();
+        let sfilter = std::env::var("QKERNELS_GEMM_SHAPE").unwrap_or_default();
+        for kern in kernels_for(isa)
+            .into_iter()
+            .filter(|k| k.name.contains(&kfilter))
+        {
+            for &(m, n, k) in SHAPES
+                .iter()
+                .filter(|(m, n, k)| format!("{m}x{n}x{k}").contains(&sfilter))
+            {
                 let (a, w, bias) = data(m, n, k);
                 let wq = WeightQParams::per_channel(vec![0.01; n], vec![0; n]);
                 let pw = PackedWeights::with_kernel(&w, n, k, &wq, Some(&bias), kern).unwrap();
@@ -299,8 +302,12 @@ fn table() {
                         gemm_requant(&pw, &am, xq, outq, true, &mut out, n).unwrap()
                     })
                 });
-                let mut pp = Prepacked::new(kern, m, n, k);
-                let konly = best_gmacs(reps, macs, || pp.run());
+                let konly = if std::env::var_os("QKERNELS_GEMM_NO_KONLY").is_some() {
+                    f64::NAN
+                } else {
+                    let mut pp = Prepacked::new(kern, m, n, k);
+                    best_gmacs(reps, macs, || pp.run())
+                };
                 peak = peak.max(probe(3));
                 rows.push((kern.name, m, n, k, full, konly));
             }

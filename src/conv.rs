@@ -1,10 +1,19 @@
 //! Quantized 2-D convolution over NHWC u8 activations with prepacked OIHW i8 weights.
 //!
-//! A conv is one GEMM per group (fbgemm's im2col path): one `A` row per output pixel with
-//! `K = kh·kw·IC/G` entries in (kh, kw, ic) order, padded taps holding the input zero point.
-//! The im2col rows are produced block by block inside the GEMM's A packing ([`Im2col`] is an
-//! [`ASource`]), so the full im2col matrix never exists in memory; a 1×1 stride-1 conv with no
-//! padding reads the input directly as the `A` matrix.
+//! Two engines, chosen once at pack time (see `docs/architecture.md`):
+//!
+//! * **GEMM per group** (fbgemm's im2col path): one `A` row per output pixel with
+//!   `K = kh·kw·IC/G` entries in (kh, kw, ic) order, padded taps holding the input zero point.
+//!   The rows are written by [`Im2col`] (an [`ASource`]) straight into the driver's A block, as
+//!   runs copied from the image and runs of padding — no im2col matrix, no padded image copy. A
+//!   1×1 stride-1 conv with no padding reads the input directly as the `A` matrix; a 1×1
+//!   stride-2 downsample gathers one `IC`-byte run per row.
+//! * **Direct depthwise kernel** (`groups == IC`, multiplier 1 or 2, any kernel, stride,
+//!   padding, dilation): channels in SIMD lanes, exact i32 accumulation or fbgemm's pair
+//!   saturation when [`qkernels_ref::conv::conv_saturates`] says PyTorch saturates.
+//!
+//! [`Conv2d::run_add`] adds the ResNet residual join (conv → requant → add → ReLU) with bytes
+//! identical to the unfused PyTorch sequence.
 
 use crate::gemm::{ASource, GemmOptions, Matrix, PackedWeights, gemm_requant};
 use crate::validate::{
@@ -483,64 +492,140 @@ pub struct Im2col<'a> {
     pub ow: usize,
 }
 
+/// `d.copy_from_slice(s)` for the short runs of an im2col row (a kernel row of the stem is 21
+/// bytes): two overlapping fixed-size moves instead of a `memcpy` call.
+#[inline(always)]
+fn copy_run(d: &mut [u8], s: &[u8]) {
+    let n = d.len();
+    debug_assert_eq!(n, s.len());
+    if n > 64 {
+        d.copy_from_slice(s);
+    } else if n >= 32 {
+        d[..32].copy_from_slice(&s[..32]);
+        d[n - 32..].copy_from_slice(&s[n - 32..]);
+    } else if n >= 16 {
+        d[..16].copy_from_slice(&s[..16]);
+        d[n - 16..].copy_from_slice(&s[n - 16..]);
+    } else if n >= 8 {
+        d[..8].copy_from_slice(&s[..8]);
+        d[n - 8..].copy_from_slice(&s[n - 8..]);
+    } else if n >= 4 {
+        d[..4].copy_from_slice(&s[..4]);
+        d[n - 4..].copy_from_slice(&s[n - 4..]);
+    } else {
+        for (dv, &sv) in d.iter_mut().zip(s) {
+            *dv = sv;
+        }
+    }
+}
+
+/// Per-call constants of [`Im2col::fill`] (no divisions in the row loop).
+struct FillGeo {
+    icg: usize,
+    row_len: usize,
+    dense: bool,
+    pad64: [u8; 64],
+}
+
 impl Im2col<'_> {
-    /// Writes `A[r][k0 .. k0 + d.len()]` straight into `d`: the row is a sequence of pieces —
-    /// input runs copied from the image, padded runs filled with the input zero point. With
-    /// dilation 1 and one group, the in-image part of a kernel row is one contiguous run of
-    /// `(#taps inside)·IC` bytes.
-    #[inline]
-    fn write_row(&self, r: usize, k0: usize, d: &mut [u8]) {
+    /// Fills a padded run with the input zero point (`pad64` is 64 copies of it).
+    #[inline(always)]
+    fn pad_run(d: &mut [u8], pad64: &[u8; 64]) {
+        if d.is_empty() {
+        } else if d.len() <= 64 {
+            copy_run(d, &pad64[..d.len()]);
+        } else {
+            d.fill(pad64[0]);
+        }
+    }
+
+    /// Writes the whole row of output pixel `(b, oy, ox)` (`d.len() == K`): per kernel row, the
+    /// in-image taps are one contiguous run when dilation is 1 and there is one group.
+    #[inline(always)]
+    fn write_full_row(&self, f: &FillGeo, b: usize, oy: usize, ox: usize, d: &mut [u8]) {
+        let g = &self.geo;
+        let icg = f.icg;
+        let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
+        let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
+        let img = b * g.in_h;
+        if f.dense {
+            // Taps kx with 0 ≤ ix0 + kx < in_w are inside (dilation 1).
+            let lo = (-ix0).clamp(0, g.kernel_w as isize) as usize;
+            let hi = (g.in_w as isize - ix0).clamp(lo as isize, g.kernel_w as isize) as usize;
+            let (l_len, m_len) = (lo * icg, (hi - lo) * icg);
+            // Only used when some tap is inside (m_len > 0), where it is ≥ 0.
+            let src_x = (ix0 + lo as isize).max(0) as usize;
+            let line_bytes = g.in_w * g.in_c;
+            let y_inside = iy0 >= 0 && iy0 as usize + (g.kernel_h - 1) * g.dilation_h < g.in_h;
+            if y_inside && m_len == f.row_len {
+                // Interior pixel: kh runs of kw·IC bytes, nothing to pad.
+                let step = g.dilation_h * line_bytes;
+                let mut off = (img + iy0 as usize) * line_bytes + src_x * g.in_c;
+                for seg in d.chunks_exact_mut(f.row_len) {
+                    copy_run(seg, &self.x[off..off + f.row_len]);
+                    off += step;
+                }
+                return;
+            }
+            for (ky, seg) in d.chunks_exact_mut(f.row_len).enumerate() {
+                let iy = iy0 + (ky * g.dilation_h) as isize;
+                if iy < 0 || iy as usize >= g.in_h {
+                    Self::pad_run(seg, &f.pad64);
+                    continue;
+                }
+                let off = (img + iy as usize) * line_bytes + src_x * g.in_c;
+                if m_len == f.row_len {
+                    copy_run(seg, &self.x[off..off + m_len]);
+                } else {
+                    let (left, rest) = seg.split_at_mut(l_len);
+                    let (mid, right) = rest.split_at_mut(m_len);
+                    Self::pad_run(left, &f.pad64);
+                    if m_len > 0 {
+                        copy_run(mid, &self.x[off..off + m_len]);
+                    }
+                    Self::pad_run(right, &f.pad64);
+                }
+            }
+        } else {
+            let c0 = self.group * icg;
+            for ky in 0..g.kernel_h {
+                let iy = iy0 + (ky * g.dilation_h) as isize;
+                let inside_y = iy >= 0 && (iy as usize) < g.in_h;
+                for kx in 0..g.kernel_w {
+                    let tap = &mut d[(ky * g.kernel_w + kx) * icg..][..icg];
+                    let ix = ix0 + (kx * g.dilation_w) as isize;
+                    if inside_y && ix >= 0 && (ix as usize) < g.in_w {
+                        let off = ((img + iy as usize) * g.in_w + ix as usize) * g.in_c + c0;
+                        copy_run(tap, &self.x[off..off + icg]);
+                    } else {
+                        Self::pad_run(tap, &f.pad64);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `A[r][k0 .. k0 + d.len()]` into `d` (any sub-range of the row), as pieces: runs
+    /// copied from the image, runs filled with the input zero point.
+    fn write_row_range(&self, r: usize, k0: usize, d: &mut [u8]) {
         let g = &self.geo;
         let icg = g.in_c_per_group();
         let c0 = self.group * icg;
         let (b, rem) = (r / (self.oh * self.ow), r % (self.oh * self.ow));
         let (oy, ox) = (rem / self.ow, rem % self.ow);
         let k1 = k0 + d.len();
-        // Copies piece [ks, ks + len) of the row (from x at `src`, or padding) clipped to k0..k1.
-        let mut piece = |ks: usize, len: usize, src: Option<usize>| {
-            let (lo, hi) = (ks.max(k0), (ks + len).min(k1));
-            if lo >= hi {
-                return;
-            }
-            let dd = &mut d[lo - k0..hi - k0];
-            match src {
-                Some(off) => dd.copy_from_slice(&self.x[off + (lo - ks)..off + (hi - ks)]),
-                None => dd.fill(self.pad),
-            }
-        };
-        let row_len = g.kernel_w * icg;
-        let contiguous = g.dilation_w == 1 && g.groups == 1;
-        for ky in 0..g.kernel_h {
-            let ks = ky * row_len;
-            if ks >= k1 || ks + row_len <= k0 {
-                continue;
-            }
+        for t in k0 / icg..k1.div_ceil(icg) {
+            let (ky, kx) = (t / g.kernel_w, t % g.kernel_w);
             let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_h as isize;
-            if iy < 0 || iy as usize >= g.in_h {
-                piece(ks, row_len, None);
-                continue;
-            }
-            let pix = |ix: usize| ((b * g.in_h + iy as usize) * g.in_w + ix) * g.in_c + c0;
-            let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
-            if contiguous {
-                // Taps kx with 0 ≤ ix0 + kx < in_w are inside: one run.
-                let lo = (-ix0).clamp(0, g.kernel_w as isize) as usize;
-                let hi = (g.in_w as isize - ix0).clamp(lo as isize, g.kernel_w as isize) as usize;
-                piece(ks, lo * icg, None);
-                if hi > lo {
-                    piece(
-                        ks + lo * icg,
-                        (hi - lo) * icg,
-                        Some(pix((ix0 + lo as isize) as usize)),
-                    );
-                }
-                piece(ks + hi * icg, (g.kernel_w - hi) * icg, None);
+            let ix = (ox * g.stride_w + kx * g.dilation_w) as isize - g.pad_w as isize;
+            let (lo, hi) = ((t * icg).max(k0), ((t + 1) * icg).min(k1));
+            let dd = &mut d[lo - k0..hi - k0];
+            if iy >= 0 && ix >= 0 && (iy as usize) < g.in_h && (ix as usize) < g.in_w {
+                let off = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c + c0;
+                let s = off + (lo - t * icg);
+                dd.copy_from_slice(&self.x[s..s + dd.len()]);
             } else {
-                for kx in 0..g.kernel_w {
-                    let ix = ix0 + (kx * g.dilation_w) as isize;
-                    let src = (ix >= 0 && (ix as usize) < g.in_w).then(|| pix(ix as usize));
-                    piece(ks + kx * icg, icg, src);
-                }
+                dd.fill(self.pad);
             }
         }
     }
@@ -556,8 +641,32 @@ impl ASource for Im2col<'_> {
     }
 
     fn fill(&self, row0: usize, rows: usize, k0: usize, kc: usize, dst: &mut [u8], ld: usize) {
+        if k0 != 0 || kc != self.depth() {
+            for i in 0..rows {
+                self.write_row_range(row0 + i, k0, &mut dst[i * ld..][..kc]);
+            }
+            return;
+        }
+        let (b, rem) = (row0 / (self.oh * self.ow), row0 % (self.oh * self.ow));
+        let (mut b, mut oy, mut ox) = (b, rem / self.ow, rem % self.ow);
+        let icg = self.geo.in_c_per_group();
+        let f = FillGeo {
+            icg,
+            row_len: self.geo.kernel_w * icg,
+            dense: self.geo.dilation_w == 1 && self.geo.groups == 1,
+            pad64: [self.pad; 64],
+        };
         for i in 0..rows {
-            self.write_row(row0 + i, k0, &mut dst[i * ld..][..kc]);
+            self.write_full_row(&f, b, oy, ox, &mut dst[i * ld..][..kc]);
+            ox += 1;
+            if ox == self.ow {
+                ox = 0;
+                oy += 1;
+                if oy == self.oh {
+                    oy = 0;
+                    b += 1;
+                }
+            }
         }
     }
 }

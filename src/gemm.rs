@@ -21,6 +21,7 @@ use qkernels_kernels::gemm::{GemmKernel, a_is_row_major_u8, best_kernel, gemv_co
 use qkernels_kernels::requant::{Epilogue, RequantCols, correct_tile};
 use qkernels_ref::RequantParams;
 use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
 
 /// Options fixed at pack time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,8 +122,19 @@ impl ASource for Matrix<'_> {
     }
 }
 
-/// Weights packed once for one microkernel, with everything the epilogue needs.
+/// Requantization constants of the last `gemm_requant` call, keyed by its quantization
+/// parameters: building them costs N f32 divisions and two allocations, as much as the whole
+/// multiply for a GEMV (M = 1).
 #[derive(Clone)]
+struct EpilogueCache {
+    a_q: QParams,
+    out_q: QParams,
+    relu: bool,
+    rq: Arc<RequantParams>,
+    col_term: Arc<Vec<i32>>,
+}
+
+/// Weights packed once for one microkernel, with everything the epilogue needs.
 pub struct PackedWeights {
     kernel: &'static GemmKernel,
     /// Single-row companion of `kernel` reading the same packed B (used when M = 1).
@@ -137,6 +149,26 @@ pub struct PackedWeights {
     any_w_zp: bool,
     wq: WeightQParams,
     bias: Option<Vec<f32>>,
+    cache: Mutex<Option<EpilogueCache>>,
+}
+
+impl Clone for PackedWeights {
+    fn clone(&self) -> PackedWeights {
+        PackedWeights {
+            kernel: self.kernel,
+            gemv: self.gemv,
+            n: self.n,
+            k: self.k,
+            packed: self.packed.clone(),
+            panel_bytes: self.panel_bytes,
+            col_offsets: self.col_offsets.clone(),
+            w_zp: self.w_zp.clone(),
+            any_w_zp: self.any_w_zp,
+            wq: self.wq.clone(),
+            bias: self.bias.clone(),
+            cache: Mutex::new(None),
+        }
+    }
 }
 
 impl std::fmt::Debug for PackedWeights {
@@ -236,7 +268,48 @@ impl PackedWeights {
             w_zp,
             wq: wq.clone(),
             bias: bias.map(<[f32]>::to_vec),
+            cache: Mutex::new(None),
         })
+    }
+
+    /// `a_zp · col_off[j]` for every column (wrapping).
+    fn col_term(&self, a_zp: i32) -> Vec<i32> {
+        self.col_offsets
+            .iter()
+            .map(|&c| a_zp.wrapping_mul(c))
+            .collect()
+    }
+
+    /// The requantization constants and column terms for these parameters, from the one-entry
+    /// cache when the previous call used the same ones (the usual case: a layer is called with
+    /// fixed qparams). Identical values either way: the cache only stores what
+    /// [`PackedWeights::requant_params`] returns.
+    fn epilogue_constants(
+        &self,
+        a_q: QParams,
+        out_q: QParams,
+        relu: bool,
+    ) -> (Arc<RequantParams>, Arc<Vec<i32>>) {
+        if let Ok(guard) = self.cache.lock()
+            && let Some(c) = guard.as_ref()
+            && c.a_q == a_q
+            && c.out_q == out_q
+            && c.relu == relu
+        {
+            return (c.rq.clone(), c.col_term.clone());
+        }
+        let rq = Arc::new(self.requant_params(a_q, out_q, relu));
+        let col_term = Arc::new(self.col_term(a_q.zero_point));
+        if let Ok(mut guard) = self.cache.lock() {
+            *guard = Some(EpilogueCache {
+                a_q,
+                out_q,
+                relu,
+                rq: rq.clone(),
+                col_term: col_term.clone(),
+            });
+        }
+        (rq, col_term)
     }
 
     /// Output channels `N`.
@@ -278,10 +351,12 @@ impl PackedWeights {
 enum Sink<'o> {
     U8 {
         out: &'o mut [u8],
-        rq: RequantParams,
+        rq: Arc<RequantParams>,
+        col_term: Arc<Vec<i32>>,
     },
     I32 {
         out: &'o mut [i32],
+        col_term: Arc<Vec<i32>>,
     },
 }
 
@@ -323,8 +398,8 @@ pub fn gemm_requant(
     check_qparams_u8(a_q, "input")?;
     check_qparams_u8(out_q, "output")?;
     check_out(m, pw.n, ldc, out.len())?;
-    let rq = pw.requant_params(a_q, out_q, relu);
-    run(pw, a, a_q.zero_point, Sink::U8 { out, rq }, ldc);
+    let (rq, col_term) = pw.epilogue_constants(a_q, out_q, relu);
+    run(pw, a, Sink::U8 { out, rq, col_term }, ldc);
     Ok(())
 }
 
@@ -338,7 +413,8 @@ pub fn gemm_i32(
 ) -> Result<()> {
     let m = check_a(pw, a)?;
     check_out(m, pw.n, ldc, out.len())?;
-    run(pw, a, a_zp, Sink::I32 { out }, ldc);
+    let col_term = Arc::new(pw.col_term(a_zp));
+    run(pw, a, Sink::I32 { out, col_term }, ldc);
     Ok(())
 }
 
@@ -422,11 +498,14 @@ struct Plan<'p> {
     /// B panels per N chunk.
     pc: usize,
     /// `a_zp · col_off[j]`.
-    col_term: Vec<i32>,
+    col_term: Arc<Vec<i32>>,
     epilogue: Epilogue,
     /// The kernel reads row-major u8 A panels: full panels of a matrix with `lda == K == kp`
     /// are read in place, streamed rows are filled straight into the panel.
     a_rows: bool,
+    /// Single-row kernel (same packed B) for a last A panel holding one row: a full MR-row tile
+    /// would spend MR× the MACs on it (M = 49 = 8·6 + 1 in ResNet's last stage).
+    tail1: Option<&'static GemmKernel>,
     ldc: usize,
 }
 
@@ -437,6 +516,8 @@ enum PanelAt {
     Packed(usize),
     /// Offset into the source matrix (a full panel read in place).
     Source(usize),
+    /// Offset into `Scratch::packed_a` of a one-row tail panel packed for `Plan::tail1`.
+    Tail1(usize),
 }
 
 /// Per-thread scratch, reused across the work items a thread runs.
@@ -448,14 +529,31 @@ struct Scratch {
     tile: Vec<i32>,
 }
 
+thread_local! {
+    /// The packed-A buffer, kept per thread between calls: a fresh ~192 KiB buffer per call is
+    /// an `mmap`, page faults on first touch and a `munmap` every time (measured at ≈ 20 % of a
+    /// small-K GEMM such as ResNet's 12544×64×147 stem).
+    static A_BUF: std::cell::RefCell<AVec<u8, ConstAlign<64>>> =
+        std::cell::RefCell::new(AVec::new(64));
+}
+
 impl Scratch {
     fn new(plan: &Plan<'_>) -> Scratch {
         let kern = plan.kern;
         let panels = plan.mc / kern.mr;
+        let need = panels * plan.a_panel;
+        // Every byte of a panel is written by packing before it is read, so a reused buffer's
+        // old contents never matter.
+        let mut packed_a = A_BUF
+            .try_with(|b| std::mem::replace(&mut *b.borrow_mut(), AVec::new(64)))
+            .unwrap_or_else(|_| AVec::new(64));
+        if packed_a.len() < need {
+            packed_a = AVec::from_iter(64, std::iter::repeat_n(0u8, need));
+        }
         Scratch {
-            packed_a: AVec::from_iter(64, std::iter::repeat_n(0u8, panels * plan.a_panel)),
+            packed_a,
             panels: Vec::with_capacity(panels),
-            rowbuf: if plan.a.as_matrix().is_some() || plan.a_rows {
+            rowbuf: if plan.a.as_matrix().is_some() {
                 Vec::new()
             } else {
                 vec![0u8; kern.mr * plan.pw.k]
@@ -463,6 +561,20 @@ impl Scratch {
             row_sums: vec![0; plan.mc],
             tile: vec![0; kern.mr * kern.nr],
         }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let buf = std::mem::replace(&mut self.packed_a, AVec::new(64));
+        // Keep the larger buffer for the next call on this thread (ignore a torn-down TLS).
+        let _ = A_BUF.try_with(|b| {
+            if let Ok(mut cur) = b.try_borrow_mut()
+                && cur.len() < buf.len()
+            {
+                *cur = buf;
+            }
+        });
     }
 }
 
@@ -479,7 +591,7 @@ impl Scratch {
 ///
 /// M = 1 uses the kernel's single-row companion (same packed B). The partition into work items
 /// depends on the thread count, the arithmetic of each output element does not.
-fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usize) {
+fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
     let m = a.rows();
     let kern = if m == 1 {
         pw.gemv.unwrap_or(pw.kernel)
@@ -513,13 +625,12 @@ fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usiz
         a_panel,
         mc: mc_panels * mr,
         pc,
-        col_term: pw
-            .col_offsets
-            .iter()
-            .map(|&c| a_zp.wrapping_mul(c))
-            .collect(),
+        col_term: match &sink {
+            Sink::U8 { col_term, .. } | Sink::I32 { col_term, .. } => col_term.clone(),
+        },
         epilogue: Epilogue::new(kern.isa),
         a_rows: a_is_row_major_u8(kern),
+        tail1: if kern.mr > 1 { pw.gemv } else { None },
         ldc,
     };
     let items: Vec<(usize, usize)> = (0..m.div_ceil(plan.mc))
@@ -527,7 +638,7 @@ fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usiz
         .collect();
     let parallel = threads > 1 && items.len() > 1;
     match sink {
-        Sink::U8 { out, rq } => {
+        Sink::U8 { out, rq, .. } => {
             let base = OutPtr(out.as_mut_ptr());
             let run_item = |s: &mut Scratch, item: (usize, usize)| {
                 item_u8(&plan, s, item, base, &rq);
@@ -541,7 +652,7 @@ fn run(pw: &PackedWeights, a: &dyn ASource, a_zp: i32, sink: Sink<'_>, ldc: usiz
                 items.into_iter().for_each(|it| run_item(&mut s, it));
             }
         }
-        Sink::I32 { out } => {
+        Sink::I32 { out, .. } => {
             let base = OutPtr(out.as_mut_ptr());
             let run_item = |s: &mut Scratch, item: (usize, usize)| {
                 item_i32(&plan, s, item, base);
@@ -571,10 +682,14 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
         let r = mr.min(rows - i0);
         let off = p * plan.a_panel;
         let dst = &mut s.packed_a[off..off + plan.a_panel];
+        let tail1 = plan.tail1.filter(|_| r == 1);
         let (src, lda): (&[u8], usize) = match plan.a.as_matrix() {
             Some((data, lda)) => {
                 let src = &data[(row0 + i0) * lda..];
-                if plan.a_rows && r == mr && lda == k && k == plan.kp {
+                if let Some(g) = tail1 {
+                    (g.pack_a)(src, lda, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
+                    s.panels.push(PanelAt::Tail1(off));
+                } else if plan.a_rows && r == mr && lda == k && k == plan.kp {
                     s.panels.push(PanelAt::Source((row0 + i0) * lda));
                 } else {
                     (kern.pack_a)(src, lda, r, k, dst);
@@ -582,7 +697,7 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
                 }
                 (src, lda)
             }
-            None if plan.a_rows => {
+            None if plan.a_rows && tail1.is_none() => {
                 // Rows straight into the panel (row stride kp), then the zero padding.
                 let kp = plan.kp;
                 plan.a.fill(row0 + i0, r, 0, k, dst, kp);
@@ -598,8 +713,13 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
             }
             None => {
                 plan.a.fill(row0 + i0, r, 0, k, &mut s.rowbuf, k);
-                (kern.pack_a)(&s.rowbuf, k, r, k, dst);
-                s.panels.push(PanelAt::Packed(off));
+                if let Some(g) = tail1 {
+                    (g.pack_a)(&s.rowbuf, k, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
+                    s.panels.push(PanelAt::Tail1(off));
+                } else {
+                    (kern.pack_a)(&s.rowbuf, k, r, k, dst);
+                    s.panels.push(PanelAt::Packed(off));
+                }
                 (&s.rowbuf, k)
             }
         };
@@ -618,25 +738,34 @@ fn tile(plan: &Plan<'_>, s: &mut Scratch, rows: usize, ip: usize, p: usize) -> (
     let (mr, nr) = (kern.mr, kern.nr);
     let r = mr.min(rows - ip * mr);
     let cols = nr.min(plan.pw.n - p * nr);
-    let ap = match s.panels[ip] {
-        PanelAt::Packed(off) => &s.packed_a[off..off + plan.a_panel],
+    let (ap, ukern) = match s.panels[ip] {
+        PanelAt::Packed(off) => (&s.packed_a[off..off + plan.a_panel], kern),
         PanelAt::Source(off) => {
             let (data, _) = plan
                 .a
                 .as_matrix()
                 .expect("in-place panels come from a matrix");
-            &data[off..off + plan.a_panel]
+            (&data[off..off + plan.a_panel], kern)
+        }
+        PanelAt::Tail1(off) => {
+            let g = plan
+                .tail1
+                .expect("tail panels exist only with a tail kernel");
+            (&s.packed_a[off..off + (g.a_panel_bytes)(plan.pw.k)], g)
         }
     };
     let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
-    debug_assert_eq!(bp.len(), (kern.b_panel_bytes)(plan.pw.k));
-    // SAFETY: `ap`/`bp` are whole panels in this kernel's layouts for K = `pw.k` (`kp` is K
-    // rounded to KR; an in-place A panel is MR full rows of kp = K = lda bytes, exactly what
-    // `pack_a` would produce for a row-major kernel, checked by `a_is_row_major_u8`; the GEMV companion shares `pack_b` with the packing kernel); `s.tile`
-    // holds MR×NR i32 with row stride NR; `1 ≤ r ≤ MR`, `1 ≤ cols ≤ NR`; the kernel's ISA was
-    // checked when the weights were packed.
+    debug_assert_eq!(bp.len(), (ukern.b_panel_bytes)(plan.pw.k));
+    debug_assert_eq!(ap.len(), (ukern.a_panel_bytes)(plan.pw.k));
+    debug_assert!(r <= ukern.mr && plan.kp == ukern.round_k(plan.pw.k));
+    // SAFETY: `ap`/`bp` are whole panels in `ukern`'s layouts for K = `pw.k` (`kp` is K rounded
+    // to KR, the same for the kernel and its GEMV companion). An in-place A panel is MR full rows
+    // of kp = K = lda bytes, exactly what `pack_a` produces for a row-major kernel
+    // (`a_is_row_major_u8`); a tail panel was packed by the companion's own `pack_a`; the
+    // companion shares `pack_b` with the kernel that packed B. `s.tile` holds MR×NR i32 with
+    // row stride NR; `1 ≤ r ≤ ukern.mr`, `1 ≤ cols ≤ NR`; the ISA was checked at pack time.
     unsafe {
-        (kern.ukernel)(
+        (ukern.ukernel)(
             plan.kp,
             ap.as_ptr(),
             bp.as_ptr(),

@@ -1,8 +1,9 @@
 //! Element-wise and pooling ops of an int8 CNN: quantize, dequantize, add / add_relu,
 //! max_pool2d, adaptive_avg_pool2d — NHWC, bit-exact with PyTorch's fbgemm backend.
 //!
-//! Every op validates its arguments and then runs the kernel of the chosen ISA. Output qparams
-//! of the pools are the input's (PyTorch keeps them).
+//! Every op validates its arguments and then runs the kernel of the chosen ISA
+//! (`qkernels_kernels::ops`: scalar, AVX2, AVX-512, NEON), bit-identical to `qkernels_ref` on
+//! every ISA. Output qparams of the pools are the input's (PyTorch keeps them).
 
 use crate::validate::{
     check_capacity, check_len, check_nonzero, check_qparams_u8, checked_product,

@@ -320,3 +320,60 @@ fn run_add_equals_conv_then_reference_add() {
         done += 1;
     }
 }
+
+#[test]
+fn im2col_fill_matches_reference_rows_for_any_k_range() {
+    // The A source the GEMM driver reads: whole rows (fast path) and arbitrary K sub-ranges.
+    use qkernels::conv::Im2col;
+    use qkernels::gemm::ASource;
+    let mut rng = StdRng::seed_from_u64(0xc0de_0006);
+    let mut done = 0;
+    while done < 200 {
+        let mut p = random_params(&mut rng);
+        if uses_depthwise_kernel(&p) && rng.r#gen() {
+            p.groups = 1;
+        }
+        let batch = rng.gen_range(1..=2);
+        let (h, w) = (rng.gen_range(1..=9), rng.gen_range(1..=9));
+        let Ok((oh, ow)) = p.output_size(h, w) else {
+            continue;
+        };
+        let geo = p.geometry(batch, h, w);
+        let x: Vec<u8> = (0..batch * h * w * p.in_channels)
+            .map(|_| rng.r#gen())
+            .collect();
+        let pad: u8 = rng.r#gen();
+        let group = rng.gen_range(0..p.groups);
+        let src = Im2col {
+            geo,
+            x: &x,
+            pad,
+            group,
+            oh,
+            ow,
+        };
+        let (m, k) = (src.rows(), src.depth());
+        let row0 = rng.gen_range(0..m);
+        let rows = rng.gen_range(1..=(m - row0).min(9));
+        let (k0, kc) = if rng.r#gen() {
+            (0, k)
+        } else {
+            let k0 = rng.gen_range(0..k);
+            (k0, rng.gen_range(1..=k - k0))
+        };
+        let ld = kc + rng.gen_range(0..3);
+        let mut dst = vec![0x5Au8; (rows - 1) * ld + kc];
+        src.fill(row0, rows, k0, kc, &mut dst, ld);
+        for i in 0..rows {
+            let r = row0 + i;
+            let (b, oy, ox) = (r / (oh * ow), r % (oh * ow) / ow, r % ow);
+            let want = r::conv::im2col_row(&geo, &x, pad, b, oy, ox, group);
+            assert_eq!(
+                &dst[i * ld..i * ld + kc],
+                &want[k0..k0 + kc],
+                "{p:?} row {r} k {k0}+{kc}"
+            );
+        }
+        done += 1;
+    }
+}

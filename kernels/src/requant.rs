@@ -294,21 +294,32 @@ unsafe fn requant_tile_avx512(
             let n = (cols - j).min(16);
             let m: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
             // SAFETY: lanes `j..j+n` are inside the row of `tile`, `out` and every column slice
-            // (asserted lengths ≥ cols); masked lanes are not accessed.
+            // (lengths ≥ cols); masked lanes are not accessed. Full vectors use plain loads (a
+            // masked load cannot take its data from the microkernel's just-issued stores).
             unsafe {
-                let mut raw = _mm512_sub_epi32(
-                    _mm512_maskz_loadu_epi32(m, src.add(j)),
-                    _mm512_maskz_loadu_epi32(m, p.col_term.as_ptr().add(j)),
-                );
+                let ld = |ptr: *const i32| {
+                    if n == 16 {
+                        _mm512_loadu_si512(ptr.add(j) as *const __m512i)
+                    } else {
+                        _mm512_maskz_loadu_epi32(m, ptr.add(j))
+                    }
+                };
+                let ldf = |ptr: *const f32| {
+                    if n == 16 {
+                        _mm512_loadu_ps(ptr.add(j))
+                    } else {
+                        _mm512_maskz_loadu_ps(m, ptr.add(j))
+                    }
+                };
+                let mut raw = _mm512_sub_epi32(ld(src), ld(p.col_term.as_ptr()));
                 if let Some(z) = p.w_zp {
-                    let zz = _mm512_maskz_loadu_epi32(m, z.as_ptr().add(j));
-                    raw = _mm512_sub_epi32(raw, _mm512_mullo_epi32(rs, zz));
+                    raw = _mm512_sub_epi32(raw, _mm512_mullo_epi32(rs, ld(z.as_ptr())));
                 }
                 let mut x = _mm512_cvtepi32_ps(raw);
                 if let Some(b) = p.bias {
-                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, b.as_ptr().add(j)));
+                    x = _mm512_add_ps(x, ldf(b.as_ptr()));
                 }
-                let y = _mm512_mul_ps(x, _mm512_maskz_loadu_ps(m, p.mult.as_ptr().add(j)));
+                let y = _mm512_mul_ps(x, ldf(p.mult.as_ptr()));
                 let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y);
                 let y = _mm512_maskz_mov_ps(ordered, y);
                 let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
@@ -316,7 +327,11 @@ unsafe fn requant_tile_avx512(
                     y,
                 );
                 let q = _mm512_cvtepi32_epi8(_mm512_add_epi32(r, zp));
-                _mm_mask_storeu_epi8(dst.add(j) as *mut i8, m, q);
+                if n == 16 {
+                    _mm_storeu_si128(dst.add(j) as *mut __m128i, q);
+                } else {
+                    _mm_mask_storeu_epi8(dst.add(j) as *mut i8, m, q);
+                }
             }
             j += 16;
         }

@@ -218,6 +218,9 @@ unsafe fn run_neon(
     run_body(w, g, x, a_zp, saturate, rq, rows, out)
 }
 
+/// Channels per register block of the exact path (one `zmm`, two `ymm`, four NEON `q` of i32).
+const LANES: usize = 16;
+
 /// The loop nest shared by every ISA (see the module docs).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -243,21 +246,49 @@ fn run_body(
     let azp = i32::from(a_zp);
     // Per tap: Some(input pixel offset) when inside the image.
     let mut tap_src: Vec<Option<usize>> = vec![None; taps];
+    // (weight offset, input offset) of the in-image taps of the current pixel.
+    let mut valid: Vec<(usize, usize)> = Vec::with_capacity(taps);
+    // (weight offset, input offset relative to the window's top-left pixel) of every tap.
+    let rel: Vec<(usize, usize)> = (0..taps)
+        .map(|t| {
+            let (ky, kx) = (t / w.kernel_w, t % w.kernel_w);
+            (t * c, (ky * g.dilation_h * g.in_w + kx * g.dilation_w) * c)
+        })
+        .collect();
     for (ri, r) in rows.clone().enumerate() {
         let (b, oy) = (r / g.out_h, r % g.out_h);
+        let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
+        let rows_inside = iy0 >= 0 && iy0 as usize + (w.kernel_h - 1) * g.dilation_h < g.in_h;
         for ox in 0..g.out_w {
-            for ky in 0..w.kernel_h {
-                let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_h as isize;
-                for kx in 0..w.kernel_w {
-                    let ix = (ox * g.stride_w + kx * g.dilation_w) as isize - g.pad_w as isize;
-                    let inside =
-                        iy >= 0 && ix >= 0 && (iy as usize) < g.in_h && (ix as usize) < g.in_w;
-                    tap_src[ky * w.kernel_w + kx] =
-                        inside.then(|| ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * c);
+            let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
+            let interior =
+                rows_inside && ix0 >= 0 && ix0 as usize + (w.kernel_w - 1) * g.dilation_w < g.in_w;
+            if interior && !saturate {
+                // Every tap inside: offsets are the pixel base plus fixed per-tap deltas.
+                let base = ((b * g.in_h + iy0 as usize) * g.in_w + ix0 as usize) * c;
+                valid.clear();
+                valid.extend(rel.iter().map(|&(wo, r)| (wo, base + r)));
+            } else {
+                for ky in 0..w.kernel_h {
+                    let iy = iy0 + (ky * g.dilation_h) as isize;
+                    for kx in 0..w.kernel_w {
+                        let ix = ix0 + (kx * g.dilation_w) as isize;
+                        let inside =
+                            iy >= 0 && ix >= 0 && (iy as usize) < g.in_h && (ix as usize) < g.in_w;
+                        tap_src[ky * w.kernel_w + kx] =
+                            inside.then(|| ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * c);
+                    }
                 }
+                valid.clear();
+                valid.extend(
+                    tap_src
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(t, src)| src.map(|o| (t * c, o))),
+                );
             }
-            acc.fill(0);
             if saturate {
+                acc.fill(0);
                 row_off.fill(0);
                 let mut t = 0;
                 while t < taps {
@@ -296,15 +327,30 @@ fn run_body(
                     }
                 }
             } else {
-                for (t, src) in tap_src.iter().enumerate() {
-                    let Some(o) = *src else { continue };
-                    let xr = &x[o..o + c];
-                    for j in 0..m {
-                        let wr = &w.w_centred[(j * taps + t) * c..][..c];
-                        let a = &mut acc[j * c..][..c];
-                        for i in 0..c {
-                            a[i] += (i32::from(xr[i]) - azp) * wr[i];
+                // In-image taps only (a padded tap adds exactly 0), 16 channels at a time in
+                // registers across all taps, then one store.
+                for j in 0..m {
+                    let wj = &w.w_centred[j * taps * c..(j + 1) * taps * c];
+                    let a = &mut acc[j * c..][..c];
+                    let mut i0 = 0;
+                    while i0 + LANES <= c {
+                        let mut r = [0i32; LANES];
+                        for &(wo, xo) in &valid {
+                            let xr: &[u8; LANES] = x[xo + i0..xo + i0 + LANES].try_into().unwrap();
+                            let wr: &[i32; LANES] =
+                                wj[wo + i0..wo + i0 + LANES].try_into().unwrap();
+                            for l in 0..LANES {
+                                r[l] += (i32::from(xr[l]) - azp) * wr[l];
+                            }
                         }
+                        a[i0..i0 + LANES].copy_from_slice(&r);
+                        i0 += LANES;
+                    }
+                    for i in i0..c {
+                        a[i] = valid
+                            .iter()
+                            .map(|&(wo, xo)| (i32::from(x[xo + i]) - azp) * wj[wo + i])
+                            .sum();
                     }
                 }
             }
@@ -328,23 +374,40 @@ fn run_body(
 /// `dst[i] = requant(acc[i])` with constants `rq.*[base + i]` (the reference's
 /// `RequantParams::apply`: f32 add of the bias, f32 multiply, round half to even, saturating
 /// zero-point add, clamp).
+///
+/// Written so that it vectorizes: the product is clamped to ±65536 (beyond which the result is
+/// the clamp bound either way; NaN maps to 0 as the reference's `as i32` does), and rounding to
+/// nearest-even uses the `(v + 1.5·2^23) − 1.5·2^23` identity, exact for `|v| ≤ 2^22` — LLVM
+/// does not vectorize `round_ties_even` on x86.
 #[inline(always)]
 fn requant_row(acc: &[i32], rq: &DwRequant, base: usize, dst: &mut [u8]) {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
     let n = dst.len();
     let mult = &rq.mult[base..base + n];
     let acc = &acc[..n];
+    let (zp, lo, hi) = (rq.out_zp, rq.qmin, rq.qmax);
+    let finish = |v: f32| -> u8 {
+        let v = if v.is_nan() {
+            0.0
+        } else {
+            v.clamp(-65536.0, 65536.0)
+        };
+        // SAFETY: `v` is finite and |v| ≤ 65536 after the clamp, and rounding by the magic
+        // number keeps it integral and in range, so the conversion is exact (a plain
+        // `cvttps2dq`, which vectorizes; the saturating `as` does not).
+        let r: i32 = unsafe { ((v + MAGIC) - MAGIC).to_int_unchecked() };
+        (r + zp).clamp(lo, hi) as u8
+    };
     match &rq.bias_acc {
         Some(bias) => {
             let bias = &bias[base..base + n];
             for i in 0..n {
-                let v = ((acc[i] as f32 + bias[i]) * mult[i]).round_ties_even() as i32;
-                dst[i] = v.saturating_add(rq.out_zp).clamp(rq.qmin, rq.qmax) as u8;
+                dst[i] = finish((acc[i] as f32 + bias[i]) * mult[i]);
             }
         }
         None => {
             for i in 0..n {
-                let v = (acc[i] as f32 * mult[i]).round_ties_even() as i32;
-                dst[i] = v.saturating_add(rq.out_zp).clamp(rq.qmin, rq.qmax) as u8;
+                dst[i] = finish(acc[i] as f32 * mult[i]);
             }
         }
     }

@@ -38,6 +38,22 @@ unsafe fn store_row<const NV: usize>(
     nr: usize,
     accumulate: bool,
 ) {
+    if nr == 16 * NV {
+        // Full row: plain stores (masked stores do not forward to the epilogue's loads).
+        for (v, a) in acc.iter().enumerate() {
+            // SAFETY: `16·NV = nr` i32 are writable from `c`.
+            unsafe {
+                let p = c.add(16 * v) as *mut __m512i;
+                let x = if accumulate {
+                    _mm512_add_epi32(*a, _mm512_loadu_si512(p))
+                } else {
+                    *a
+                };
+                _mm512_storeu_si512(p, x);
+            }
+        }
+        return;
+    }
     for (v, a) in acc.iter().enumerate() {
         let lanes = nr.saturating_sub(16 * v).min(16);
         if lanes == 0 {

@@ -6,12 +6,13 @@ use super::PoolGeometry;
 
 /// Row primitives over `C` contiguous channels.
 pub(crate) trait RowOps {
-    /// `dst[i] = max(dst[i], src[i])` for every `i` (equal lengths).
+    /// `dst[i] = max(0, max_{o ∈ offs} x[o + i])` for `i < dst.len()` (0 when `offs` is
+    /// empty), accumulating in registers across the taps.
     ///
     /// # Safety
     ///
-    /// The CPU supports the implementing ISA.
-    unsafe fn max_into(dst: &mut [u8], src: &[u8]);
+    /// The CPU supports the implementing ISA; `o + dst.len() <= x.len()` for every `o` in `offs`.
+    unsafe fn max_taps(x: &[u8], offs: &[usize], dst: &mut [u8]);
     /// `acc[i] += src[i]` for every `i` (equal lengths; wrapping i32).
     ///
     /// # Safety
@@ -26,8 +27,10 @@ pub(crate) trait RowOps {
     unsafe fn avg_finish(acc: &[i32], size: i32, inv: f32, zp: i32, out: &mut [u8]);
 }
 
-/// max_pool2d NHWC: per output pixel, copy the first in-image tap and `max` the others into it
-/// (padding never wins; a window with no in-image tap — impossible with `pad ≤ k/2` — gives 0).
+/// max_pool2d NHWC: per output pixel, the offsets of the in-image taps, then one register
+/// reduction over them per channel block (padding never wins; u8 max with an initial 0 is the
+/// max of the taps, and an empty window — impossible with `pad ≤ k/2` — gives 0 as in the
+/// reference).
 ///
 /// # Safety
 ///
@@ -38,11 +41,11 @@ pub(crate) unsafe fn max_pool<O: RowOps>(x: &[u8], g: &PoolGeometry, out: &mut [
     debug_assert_eq!(x.len(), g.in_len());
     debug_assert!(out.len() >= g.out_len());
     let c = g.c;
+    let mut offs: Vec<usize> = Vec::with_capacity(g.kernel_h * g.kernel_w);
     for b in 0..g.n {
         for oy in 0..g.oh {
             for ox in 0..g.ow {
-                let dst = &mut out[((b * g.oh + oy) * g.ow + ox) * c..][..c];
-                let mut first = true;
+                offs.clear();
                 for ky in 0..g.kernel_h {
                     let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_h as isize;
                     if iy < 0 || iy as usize >= g.h {
@@ -53,19 +56,13 @@ pub(crate) unsafe fn max_pool<O: RowOps>(x: &[u8], g: &PoolGeometry, out: &mut [
                         if ix < 0 || ix as usize >= g.w {
                             continue;
                         }
-                        let src = &x[((b * g.h + iy as usize) * g.w + ix as usize) * c..][..c];
-                        if first {
-                            dst.copy_from_slice(src);
-                            first = false;
-                        } else {
-                            // SAFETY: the caller guarantees O's ISA; equal lengths `c`.
-                            unsafe { O::max_into(dst, src) };
-                        }
+                        offs.push(((b * g.h + iy as usize) * g.w + ix as usize) * c);
                     }
                 }
-                if first {
-                    dst.fill(0);
-                }
+                let dst = &mut out[((b * g.oh + oy) * g.ow + ox) * c..][..c];
+                // SAFETY: the caller guarantees O's ISA; every offset is an in-image pixel,
+                // so `o + c <= x.len()`.
+                unsafe { O::max_taps(x, &offs, dst) };
             }
         }
     }

@@ -56,9 +56,13 @@ pub(crate) struct Scalar;
 
 impl RowOps for Scalar {
     #[inline(always)]
-    unsafe fn max_into(dst: &mut [u8], src: &[u8]) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = (*d).max(s);
+    unsafe fn max_taps(x: &[u8], offs: &[usize], dst: &mut [u8]) {
+        dst.fill(0);
+        let n = dst.len();
+        for &o in offs {
+            for (d, &s) in dst.iter_mut().zip(&x[o..o + n]) {
+                *d = (*d).max(s);
+            }
         }
     }
     #[inline(always)]

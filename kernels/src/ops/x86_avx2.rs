@@ -273,26 +273,32 @@ pub(crate) struct Avx2;
 
 impl RowOps for Avx2 {
     #[inline(always)]
-    unsafe fn max_into(dst: &mut [u8], src: &[u8]) {
-        let n = dst.len().min(src.len());
+    unsafe fn max_taps(x: &[u8], offs: &[usize], dst: &mut [u8]) {
+        let n = dst.len();
+        let xp = x.as_ptr();
         let mut i = 0;
-        // SAFETY: AVX2 enabled in the caller; i + 32 ≤ n (resp. 16) for each access.
+        // SAFETY: AVX2 enabled in the caller; `o + n <= x.len()` for every tap (contract) and
+        // each access covers lanes i..i+32 (resp. 16) with that bound ≤ n.
         unsafe {
             while i + 32 <= n {
-                let d = dst.as_mut_ptr().add(i).cast::<__m256i>();
-                let s = _mm256_loadu_si256(src.as_ptr().add(i).cast());
-                _mm256_storeu_si256(d, _mm256_max_epu8(_mm256_loadu_si256(d), s));
+                let mut acc = _mm256_setzero_si256();
+                for &o in offs {
+                    acc = _mm256_max_epu8(acc, _mm256_loadu_si256(xp.add(o + i).cast()));
+                }
+                _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), acc);
                 i += 32;
             }
             if i + 16 <= n {
-                let d = dst.as_mut_ptr().add(i).cast::<__m128i>();
-                let s = _mm_loadu_si128(src.as_ptr().add(i).cast());
-                _mm_storeu_si128(d, _mm_max_epu8(_mm_loadu_si128(d), s));
+                let mut acc = _mm_setzero_si128();
+                for &o in offs {
+                    acc = _mm_max_epu8(acc, _mm_loadu_si128(xp.add(o + i).cast()));
+                }
+                _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), acc);
                 i += 16;
             }
         }
         for j in i..n {
-            dst[j] = dst[j].max(src[j]);
+            dst[j] = offs.iter().map(|&o| x[o + j]).max().unwrap_or(0);
         }
     }
 

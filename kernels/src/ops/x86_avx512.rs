@@ -229,24 +229,29 @@ pub(crate) struct Avx512;
 
 impl RowOps for Avx512 {
     #[inline(always)]
-    unsafe fn max_into(dst: &mut [u8], src: &[u8]) {
-        let n = dst.len().min(src.len());
+    unsafe fn max_taps(x: &[u8], offs: &[usize], dst: &mut [u8]) {
+        let n = dst.len();
+        let xp = x.as_ptr();
         let mut i = 0;
-        // SAFETY: AVX-512BW enabled in the caller; i + 64 ≤ n for the full-width loop, and the
-        // masked tail touches only lanes below n − i.
+        // SAFETY: AVX-512BW enabled in the caller; `o + n <= x.len()` for every tap (contract);
+        // full-width accesses cover lanes i..i+64 ≤ n, the masked tail only lanes below n − i.
         unsafe {
             while i + 64 <= n {
-                let d = dst.as_mut_ptr().add(i).cast::<__m512i>();
-                let s = _mm512_loadu_si512(src.as_ptr().add(i).cast());
-                _mm512_storeu_si512(d, _mm512_max_epu8(_mm512_loadu_si512(d), s));
+                let mut acc = _mm512_setzero_si512();
+                for &o in offs {
+                    acc = _mm512_max_epu8(acc, _mm512_loadu_si512(xp.add(o + i).cast()));
+                }
+                _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), acc);
                 i += 64;
             }
             if i < n {
                 let m: __mmask64 = (1u64 << (n - i)) - 1;
-                let d = dst.as_mut_ptr().add(i).cast::<i8>();
-                let s = _mm512_maskz_loadu_epi8(m, src.as_ptr().add(i).cast());
-                let v = _mm512_max_epu8(_mm512_maskz_loadu_epi8(m, d), s);
-                _mm512_mask_storeu_epi8(d, m, v);
+                let mut acc = _mm512_setzero_si512();
+                for &o in offs {
+                    let v = _mm512_maskz_loadu_epi8(m, xp.add(o + i).cast());
+                    acc = _mm512_max_epu8(acc, v);
+                }
+                _mm512_mask_storeu_epi8(dst.as_mut_ptr().add(i).cast(), m, acc);
             }
         }
     }
