@@ -759,3 +759,47 @@ mod model_file {
         }
     }
 }
+
+#[test]
+fn image_preprocessing_rejects_bad_images() {
+    use qkernels::resnet18::preprocess::{
+        MAX_INPUT_ELEMENTS, image_to_input, normalize, resize_bilinear,
+    };
+    let (mean, std) = ([0.5f32; 3], [0.25f32; 3]);
+    let plane = vec![0.5f32; 2 * 4 * 4];
+    // A 2-plane image for a 3-channel model.
+    invalid(
+        image_to_input(&plane, 2, 4, 4, (8, 8), &mean, &std),
+        &["2 planes", "3 channels"],
+    );
+    // An input size that would need absurd memory is refused before allocating.
+    let one = vec![0.5f32; 16];
+    invalid(
+        image_to_input(&one, 1, 4, 4, (16384, 16384), &mean, &std),
+        &["exceeds the limit", &MAX_INPUT_ELEMENTS.to_string()],
+    );
+    // Empty sizes and wrong slice lengths.
+    let mut dst = vec![0.0f32; 4];
+    invalid(
+        resize_bilinear(&one, 1, 0, 4, 2, 2, &mut dst),
+        &["empty size"],
+    );
+    invalid(
+        resize_bilinear(&one, 1, 4, 4, 2, 3, &mut dst),
+        &["resize destination"],
+    );
+    invalid(
+        resize_bilinear(&one[..15], 1, 4, 4, 2, 2, &mut dst),
+        &["resize source"],
+    );
+    let mut x = vec![0.0f32; 10];
+    invalid(normalize(&mut x, &mean, &std), &["10 values", "3 means"]);
+    invalid(normalize(&mut x, &mean, &std[..2]), &["2 stds"]);
+    // And a valid call still works.
+    assert_eq!(
+        image_to_input(&one, 1, 4, 4, (2, 2), &mean, &std)
+            .unwrap()
+            .len(),
+        12
+    );
+}
