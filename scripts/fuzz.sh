@@ -36,8 +36,10 @@ for t in "${targets[@]}"; do
   mkdir -p "$work/$t" "fuzz/corpus/$t"
   echo "== fuzz $t for ${secs}s"
   log="$work/$t.log"
+  maxlen=4096
+  [ "$t" = model_loader ] && maxlen=32768  # the seed is a 13 KB safetensors header
   if ! cargo +nightly fuzz run "$t" "$work/$t" "fuzz/corpus/$t" -- \
-    -max_total_time="$secs" -max_len=4096 -rss_limit_mb=2048 -timeout=20 \
+    -max_total_time="$secs" -max_len="$maxlen" -rss_limit_mb=2048 -timeout=20 \
     -print_final_stats=1 >"$log" 2>&1; then
     tail -40 "$log" >&2
     echo "!! fuzz target $t failed (input in fuzz/artifacts/$t/, log $log)" >&2

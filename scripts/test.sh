@@ -17,4 +17,6 @@ echo "== aarch64 under qemu: the digits ResNet-18, 297 images, every ARM ISA (-c
 QKERNELS_AARCH64_CLIPPY=0 QKERNELS_AARCH64_CPUS=max bash scripts/test-aarch64.sh --test resnet18_golden -- digits
 echo "== C example"
 bash scripts/test-c-example.sh
+echo "== fuzz targets, stable replay: seed corpus + fixed-seed inputs through every target body"
+cargo test --manifest-path fuzz/Cargo.toml --no-default-features --target-dir target
 echo "== all test stages passed"

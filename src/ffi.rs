@@ -348,6 +348,27 @@ unsafe fn output<'a, T>(p: *mut T, len: usize, what: &str) -> R<&'a mut [T]> {
     Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
 }
 
+/// The shared body of the element-wise conversions (quantize, dequantize): `n` values of `x`
+/// in, `n` values of `out` out (`out` may overlap `x`: the input is then copied first).
+///
+/// # Safety
+/// `x` must point to `n` readable `I` and `out` to `n` writable `O` (the C caller's contract);
+/// NULL, alignment and size are checked here.
+unsafe fn elementwise<I: Copy, O>(
+    x: *const I,
+    n: usize,
+    out: *mut O,
+    op: impl FnOnce(&[I], &mut [O]) -> crate::Result<()>,
+) -> R<()> {
+    nonnull(x, "x")?;
+    nonnull(out, "out")?;
+    let o = extent(out.cast_const(), n, "out")?;
+    // SAFETY: caller contract: `x` holds `n` inputs, `out` `n` outputs; `input` copies an
+    // overlapping input before the output view is formed.
+    let (x, out) = unsafe { (input(x, n, "x", o)?, output(out, n, "out")?) };
+    Ok(op(&x, out)?)
+}
+
 /// Sets `*out = value` when `out` is non-NULL.
 ///
 /// # Safety
@@ -423,12 +444,12 @@ pub unsafe extern "C" fn qk_quantize_u8(
     out: *mut u8,
 ) -> qk_status {
     guard("qk_quantize_u8", || {
-        nonnull(x, "x")?;
-        nonnull(out, "out")?;
-        let o = extent(out.cast_const(), n, "out")?;
-        // SAFETY: caller contract: `x` holds `n` floats, `out` `n` bytes.
-        let (x, out) = unsafe { (input(x, n, "x", o)?, output(out, n, "out")?) };
-        Ok(crate::ops::quantize_u8(&x, q.into(), out)?)
+        // SAFETY: the caller's contract (see `# Safety` above) is `elementwise`'s.
+        unsafe {
+            elementwise(x, n, out, |x, out| {
+                crate::ops::quantize_u8(x, q.into(), out)
+            })
+        }
     })
 }
 
@@ -446,12 +467,12 @@ pub unsafe extern "C" fn qk_quantize_i8(
     out: *mut i8,
 ) -> qk_status {
     guard("qk_quantize_i8", || {
-        nonnull(x, "x")?;
-        nonnull(out, "out")?;
-        let o = extent(out.cast_const(), n, "out")?;
-        // SAFETY: caller contract: `x` holds `n` floats, `out` `n` bytes.
-        let (x, out) = unsafe { (input(x, n, "x", o)?, output(out, n, "out")?) };
-        Ok(crate::ops::quantize_i8(&x, q.into(), out)?)
+        // SAFETY: the caller's contract (see `# Safety` above) is `elementwise`'s.
+        unsafe {
+            elementwise(x, n, out, |x, out| {
+                crate::ops::quantize_i8(x, q.into(), out)
+            })
+        }
     })
 }
 
@@ -469,12 +490,12 @@ pub unsafe extern "C" fn qk_dequantize_u8(
     out: *mut f32,
 ) -> qk_status {
     guard("qk_dequantize_u8", || {
-        nonnull(x, "x")?;
-        nonnull(out, "out")?;
-        let o = extent(out.cast_const(), n, "out")?;
-        // SAFETY: caller contract: `x` holds `n` bytes, `out` `n` floats.
-        let (x, out) = unsafe { (input(x, n, "x", o)?, output(out, n, "out")?) };
-        Ok(crate::ops::dequantize_u8(&x, q.into(), out)?)
+        // SAFETY: the caller's contract (see `# Safety` above) is `elementwise`'s.
+        unsafe {
+            elementwise(x, n, out, |x, out| {
+                crate::ops::dequantize_u8(x, q.into(), out)
+            })
+        }
     })
 }
 

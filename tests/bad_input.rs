@@ -532,3 +532,274 @@ fn unsupported_isa_is_refused() {
         "not supported",
     );
 }
+
+// ---------------------------------------------------------------- model files
+//
+// (tests/resnet18_format.rs, by the loader's author, covers more variations of each class;
+// these pin one case of every class of the issue, plus duplicates and absurd sizes.)
+
+mod model_file {
+    use qkernels::Error;
+    use qkernels::resnet18::Model;
+    use safetensors::tensor::TensorView;
+    use safetensors::{Dtype, SafeTensors};
+    use std::collections::HashMap;
+
+    type Tensors = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
+
+    fn model_bytes() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/digits_resnet18.safetensors"
+        ))
+        .unwrap()
+    }
+
+    fn rebuild(edit: impl FnOnce(&mut Tensors, &mut HashMap<String, String>)) -> Vec<u8> {
+        let bytes = model_bytes();
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut ts: Tensors = st
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+            .collect();
+        edit(&mut ts, &mut meta);
+        let views: Vec<(String, TensorView<'_>)> = ts
+            .iter()
+            .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize(views, &Some(meta)).unwrap()
+    }
+
+    /// Asserts `Err(Format(msg))` with every fragment in `msg`.
+    #[track_caller]
+    fn format_error(bytes: &[u8], fragments: &[&str]) {
+        match Model::from_bytes(bytes) {
+            Err(Error::Format(m)) => {
+                for f in fragments {
+                    assert!(m.contains(f), "message {m:?} lacks {f:?}");
+                }
+            }
+            Err(e) => panic!("expected a format error, got {e:?}"),
+            Ok(_) => panic!("expected a format error, the model loaded"),
+        }
+    }
+
+    fn set(ts: &mut Tensors, name: &str, dtype: Dtype, shape: Vec<usize>, data: Vec<u8>) {
+        let t = ts.iter_mut().find(|t| t.0 == name).unwrap();
+        *t = (name.to_string(), dtype, shape, data);
+    }
+
+    #[test]
+    fn truncated() {
+        let b = model_bytes();
+        for cut in [0, 5, 8, 64, b.len() / 3, b.len() - 1] {
+            format_error(&b[..cut], &["not a valid safetensors file"]);
+        }
+    }
+
+    #[test]
+    fn header_claiming_absurd_sizes_is_refused_before_allocating() {
+        let b = model_bytes();
+        // Header length of 2^60 bytes in an 11 MB file.
+        let mut h = b.clone();
+        h[..8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        format_error(&h, &["not a valid safetensors file"]);
+        // A tensor whose shape claims 10^12 × 512 elements (its bytes are not in the file).
+        let hdr_len = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        let hdr = std::str::from_utf8(&b[8..8 + hdr_len]).unwrap();
+        let needle = "\"shape\":[10,512]";
+        assert!(
+            hdr.contains(needle),
+            "fc.weight shape not found in the header"
+        );
+        let new_hdr = hdr.replacen(needle, "\"shape\":[1000000000000,512]", 1);
+        let mut f = ((new_hdr.len()) as u64).to_le_bytes().to_vec();
+        f.extend_from_slice(new_hdr.as_bytes());
+        f.extend_from_slice(&b[8 + hdr_len..]);
+        format_error(&f, &["not a valid safetensors file"]);
+    }
+
+    #[test]
+    fn wrong_dtype() {
+        let b = rebuild(|ts, _| {
+            set(
+                ts,
+                "conv1.weight",
+                Dtype::U8,
+                vec![64, 3, 7, 7],
+                vec![0; 64 * 3 * 49],
+            );
+        });
+        format_error(&b, &["tensor `conv1.weight` has dtype U8, expected I8"]);
+        let b = rebuild(|ts, _| {
+            set(
+                ts,
+                "quant.scale",
+                Dtype::F32,
+                vec![1],
+                0.1f32.to_le_bytes().to_vec(),
+            );
+        });
+        format_error(&b, &["tensor `quant.scale` has dtype F32, expected F64"]);
+    }
+
+    #[test]
+    fn wrong_shape() {
+        let b = rebuild(|ts, _| {
+            set(
+                ts,
+                "layer1.0.conv1.weight",
+                Dtype::I8,
+                vec![64, 64, 9],
+                vec![0; 64 * 64 * 9],
+            );
+        });
+        format_error(
+            &b,
+            &["tensor `layer1.0.conv1.weight` has shape [64, 64, 9], expected [64, 64, 3, 3]"],
+        );
+    }
+
+    #[test]
+    fn missing_tensor() {
+        let b = rebuild(|ts, _| ts.retain(|t| t.0 != "layer2.0.downsample.0.weight"));
+        format_error(&b, &["tensor `layer2.0.downsample.0.weight` missing"]);
+    }
+
+    #[test]
+    fn duplicate_tensor() {
+        // Rename one header key to another existing key of the same length: the JSON object
+        // then holds `layer1.0.conv2.bias` twice (and no `layer1.0.conv1.bias`).
+        let b = model_bytes();
+        let hdr_len = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        let hdr = std::str::from_utf8(&b[8..8 + hdr_len]).unwrap();
+        assert!(hdr.contains("\"layer1.0.conv1.bias\"") && hdr.contains("\"layer1.0.conv2.bias\""));
+        let dup = hdr.replacen("\"layer1.0.conv1.bias\"", "\"layer1.0.conv2.bias\"", 1);
+        assert_eq!(dup.len(), hdr.len());
+        let mut f = b.clone();
+        f[8..8 + hdr_len].copy_from_slice(dup.as_bytes());
+        match Model::from_bytes(&f) {
+            Err(Error::Format(m)) => assert!(
+                m.contains("not a valid safetensors file") || m.contains("layer1.0.conv1.bias"),
+                "{m}"
+            ),
+            Err(e) => panic!("expected a format error, got {e:?}"),
+            Ok(_) => panic!("duplicate tensor accepted"),
+        }
+    }
+
+    #[test]
+    fn absurd_metadata() {
+        for (key, value, fragment) in [
+            ("num_classes", "1000000000000", "num_classes"),
+            ("num_classes", "0", "num_classes"),
+            ("input_size", "1000000,1000000", "input_size"),
+            ("input_size", "18446744073709551615,2", "input_size"),
+            ("input_channels", "100000", "input_channels"),
+        ] {
+            let b = rebuild(|_, meta| {
+                meta.remove("labels");
+                meta.insert(key.into(), value.into());
+            });
+            format_error(&b, &[fragment]);
+        }
+    }
+
+    #[test]
+    fn bad_quantization_parameters_in_the_file() {
+        for (name, dtype, data, fragment) in [
+            (
+                "quant.scale",
+                Dtype::F64,
+                f64::NAN.to_le_bytes().to_vec(),
+                "quant.scale",
+            ),
+            (
+                "quant.scale",
+                Dtype::F64,
+                0f64.to_le_bytes().to_vec(),
+                "quant.scale",
+            ),
+            (
+                "quant.scale",
+                Dtype::F64,
+                1e-60f64.to_le_bytes().to_vec(),
+                "quant.scale",
+            ),
+            (
+                "quant.zero_point",
+                Dtype::I32,
+                256i32.to_le_bytes().to_vec(),
+                "outside 0..=255",
+            ),
+        ] {
+            let b = rebuild(|ts, _| set(ts, name, dtype, vec![1], data));
+            format_error(&b, &[fragment]);
+        }
+    }
+
+    #[test]
+    fn absurd_run_shapes_fail_before_allocating() {
+        let m = Model::from_bytes(&model_bytes()).unwrap();
+        let mut logits = vec![0f32; 10];
+        for (batch, h, w) in [
+            (usize::MAX, 2, 2),
+            (1, usize::MAX / 2, 3),
+            (1, 1 << 31, 1 << 31),
+            (0, 32, 32),
+        ] {
+            match m.run(&[0.0; 12], batch, h, w, &mut logits) {
+                Err(Error::InvalidArgument(_)) => {}
+                Err(e) => panic!("{batch}×{h}×{w}: {e:?}"),
+                Ok(()) => panic!("{batch}×{h}×{w} accepted"),
+            }
+        }
+    }
+}
+
+#[test]
+fn image_preprocessing_rejects_bad_images() {
+    use qkernels::resnet18::preprocess::{
+        MAX_INPUT_ELEMENTS, image_to_input, normalize, resize_bilinear,
+    };
+    let (mean, std) = ([0.5f32; 3], [0.25f32; 3]);
+    let plane = vec![0.5f32; 2 * 4 * 4];
+    // A 2-plane image for a 3-channel model.
+    invalid(
+        image_to_input(&plane, 2, 4, 4, (8, 8), &mean, &std),
+        &["2 planes", "3 channels"],
+    );
+    // An input size that would need absurd memory is refused before allocating.
+    let one = vec![0.5f32; 16];
+    invalid(
+        image_to_input(&one, 1, 4, 4, (16384, 16384), &mean, &std),
+        &["exceeds the limit", &MAX_INPUT_ELEMENTS.to_string()],
+    );
+    // Empty sizes and wrong slice lengths.
+    let mut dst = vec![0.0f32; 4];
+    invalid(
+        resize_bilinear(&one, 1, 0, 4, 2, 2, &mut dst),
+        &["empty size"],
+    );
+    invalid(
+        resize_bilinear(&one, 1, 4, 4, 2, 3, &mut dst),
+        &["resize destination"],
+    );
+    invalid(
+        resize_bilinear(&one[..15], 1, 4, 4, 2, 2, &mut dst),
+        &["resize source"],
+    );
+    let mut x = vec![0.0f32; 10];
+    invalid(normalize(&mut x, &mean, &std), &["10 values", "3 means"]);
+    invalid(normalize(&mut x, &mean, &std[..2]), &["2 stds"]);
+    // And a valid call still works.
+    assert_eq!(
+        image_to_input(&one, 1, 4, 4, (2, 2), &mean, &std)
+            .unwrap()
+            .len(),
+        12
+    );
+}

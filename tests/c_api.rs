@@ -1317,6 +1317,7 @@ fn digits(n: usize) -> (Vec<f32>, Vec<u8>, Vec<f32>) {
                 &meta.mean,
                 &meta.std,
             )
+            .unwrap()
         })
         .collect();
     (x, logits_q, logits)

@@ -340,3 +340,117 @@ fn shared_conv_from_many_threads() {
         }
     }
 }
+
+// ---------------------------------------------------------------- ResNet-18 runner
+
+mod resnet18 {
+    use super::{THREADS, in_pool};
+    use qkernels::Isa;
+    use qkernels::resnet18::{Activation, Model, ModelOptions, Workspace};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::sync::Arc;
+
+    const MODEL: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/digits_resnet18.safetensors"
+    );
+    // 3 images of 40×36: small enough to run many times, big enough that every layer's GEMM
+    // is split across threads.
+    const BATCH: usize = 3;
+    const H: usize = 40;
+    const W: usize = 36;
+
+    fn input(model: &Model) -> Vec<f32> {
+        let mut rng = StdRng::seed_from_u64(18);
+        (0..BATCH * model.input_channels() * H * W)
+            .map(|_| rng.gen_range(-2.0f32..2.0))
+            .collect()
+    }
+
+    fn traced(model: &Model, x: &[f32], batch: usize) -> Vec<Activation> {
+        model.run_traced(x, batch, H, W).unwrap()
+    }
+
+    /// Every layer's output (not just the logits) for 1, 2, 3 and 8 threads, repeated, and the
+    /// batch run item by item, on every supported ISA.
+    #[test]
+    fn runner_same_bytes_for_every_thread_count_and_batch_split() {
+        let bytes = std::fs::read(MODEL).unwrap();
+        for isa in Isa::supported() {
+            let model = Model::from_bytes_with(&bytes, &ModelOptions::for_isa(isa)).unwrap();
+            let x = input(&model);
+            let first = in_pool(1, || traced(&model, &x, BATCH));
+            for t in THREADS {
+                for rep in 0..2 {
+                    let got = in_pool(t, || traced(&model, &x, BATCH));
+                    assert!(
+                        got == first,
+                        "{isa}: {t} threads, repeat {rep}: layers differ"
+                    );
+                }
+            }
+            let per_item = H * W * model.input_channels();
+            let mut logits_all = vec![0u8; BATCH * model.num_classes()];
+            model
+                .run_quantized(&x, BATCH, H, W, &mut logits_all)
+                .unwrap();
+            for t in [1, 3] {
+                let mut one_by_one = Vec::new();
+                for b in 0..BATCH {
+                    let mut l = vec![0u8; model.num_classes()];
+                    in_pool(t, || {
+                        model.run_quantized(&x[b * per_item..(b + 1) * per_item], 1, H, W, &mut l)
+                    })
+                    .unwrap();
+                    one_by_one.extend(l);
+                }
+                assert_eq!(one_by_one, logits_all, "{isa}: item by item, {t} threads");
+                // Every layer of item b equals the batch run's slice for item b.
+                let b = BATCH - 1;
+                let single = in_pool(t, || traced(&model, &x[b * per_item..], 1));
+                for (s, f) in single.iter().zip(&first) {
+                    let n = s.data.len();
+                    assert_eq!(
+                        s.data[..],
+                        f.data[b * n..(b + 1) * n],
+                        "{isa}: layer {}",
+                        s.name
+                    );
+                }
+            }
+        }
+    }
+
+    /// One `Model` shared by several threads, each with its own workspace reused across runs.
+    #[test]
+    fn shared_model_from_many_threads() {
+        let model = Arc::new(Model::load(MODEL).unwrap());
+        let x = Arc::new(input(&model));
+        let classes = model.num_classes();
+        let mut want = vec![0u8; BATCH * classes];
+        model.run_quantized(&x, BATCH, H, W, &mut want).unwrap();
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (model, x) = (Arc::clone(&model), Arc::clone(&x));
+                std::thread::spawn(move || {
+                    let mut ws = Workspace::new();
+                    (0..3)
+                        .map(|_| {
+                            let mut l = vec![0u8; BATCH * classes];
+                            let mut go =
+                                || model.run_quantized_with(&mut ws, &x, BATCH, H, W, &mut l);
+                            if i % 2 == 0 { go() } else { in_pool(2, go) }.unwrap();
+                            l
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for got in h.join().unwrap() {
+                assert_eq!(got, want);
+            }
+        }
+    }
+}

@@ -149,6 +149,7 @@ fn digits_input(model: &Model, images: &[u8]) -> Vec<f32> {
         .flat_map(|img| {
             let plane: Vec<f32> = img.iter().map(|&v| v as f32 / 16.0).collect();
             preprocess::image_to_input(&plane, 1, 8, 8, meta.input_size, &meta.mean, &meta.std)
+                .unwrap()
         })
         .collect()
 }
@@ -228,7 +229,7 @@ fn bilinear_resize_matches_pytorch_bit_for_bit() {
         let (c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let (oh, ow) = (y.shape()[1], y.shape()[2]);
         let mut out = vec![0f32; c * oh * ow];
-        preprocess::resize_bilinear(&f32s(x.data()), c, h, w, oh, ow, &mut out);
+        preprocess::resize_bilinear(&f32s(x.data()), c, h, w, oh, ow, &mut out).unwrap();
         let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
         let want: Vec<u32> = f32s(y.data()).iter().map(|v| v.to_bits()).collect();
         assert_eq!(got, want, "case {i}: {c}x{h}x{w} -> {oh}x{ow}");

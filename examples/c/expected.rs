@@ -128,7 +128,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let classes = meta.num_classes;
     let image = &st.tensor("images")?.data()[SAMPLE * 64..(SAMPLE + 1) * 64];
     let plane: Vec<f32> = image.iter().map(|&v| f32::from(v) / 16.0).collect();
-    let input = preprocess::image_to_input(&plane, 1, 8, 8, meta.input_size, &meta.mean, &meta.std);
+    let input =
+        preprocess::image_to_input(&plane, 1, 8, 8, meta.input_size, &meta.mean, &meta.std)?;
     let logits_q = &st.tensor("logits_q")?.data()[SAMPLE * classes..(SAMPLE + 1) * classes];
     let logits: Vec<f32> = st.tensor("logits")?.data()[SAMPLE * classes * 4..]
         .chunks_exact(4)

@@ -14,7 +14,9 @@
 //! Decoding never fails: when the input runs out, `Unstructured` yields zeros/minimums, so every
 //! byte string is a case.
 
+pub mod c_abi;
 pub mod conv_vs_ref;
 pub mod gemm_vs_ref;
 pub mod input;
+pub mod model_loader;
 pub mod ops_vs_ref;

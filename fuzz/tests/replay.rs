@@ -47,3 +47,23 @@ fn conv_vs_ref() {
 fn ops_vs_ref() {
     replay("ops_vs_ref", qkernels_fuzz::ops_vs_ref::run);
 }
+
+#[test]
+fn model_loader() {
+    replay("model_loader", qkernels_fuzz::model_loader::run);
+}
+
+#[test]
+fn c_abi() {
+    replay("c_abi", qkernels_fuzz::c_abi::run);
+}
+
+/// The header-mode seed must reach the deep end: a model that loads and runs.
+#[test]
+fn model_loader_header_seed_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/model_loader/header_digits");
+    let seed = std::fs::read(dir).unwrap();
+    let file = qkernels_fuzz::model_loader::build_file(&seed[1..]).expect("JSON header");
+    let model = qkernels::resnet18::Model::from_bytes(&file).expect("seed model loads");
+    assert_eq!(model.num_classes(), 10);
+}

@@ -94,13 +94,6 @@ pub fn load_input(path: &Path, meta: &Metadata) -> Result<Vec<f32>, String> {
             path.display()
         ));
     }
-    Ok(preprocess::image_to_input(
-        &p,
-        c,
-        h,
-        w,
-        meta.input_size,
-        &meta.mean,
-        &meta.std,
-    ))
+    preprocess::image_to_input(&p, c, h, w, meta.input_size, &meta.mean, &meta.std)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -9,6 +9,13 @@
 //! model's float input from the 8×8 images with it. (Rust never contracts on its own, so the
 //! FMAs here are explicit `mul_add`s.)
 
+use crate::Result;
+use crate::validate::{check_len, checked_product};
+
+/// Largest preprocessed input accepted (elements of `[channels, oh, ow]`): 2^26 floats
+/// (256 MiB), far above any real model input and far below what would exhaust memory.
+pub const MAX_INPUT_ELEMENTS: usize = 1 << 26;
+
 /// Source indices and weights along one axis (PyTorch's `compute_indices_weights_linear`).
 fn axis_weights(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32, f32)> {
     let scale = n_in as f32 / n_out as f32;
@@ -31,8 +38,7 @@ fn axis_weights(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32, f32)> {
 /// (`c·oh·ow` elements), bit-identical to `F.interpolate(x, size=(oh, ow), mode="bilinear",
 /// align_corners=False)` of PyTorch's x86-64 build running with more than one thread.
 ///
-/// # Panics
-/// If a size is 0 or a slice length does not match.
+/// `Err(InvalidArgument)` if a size is 0, a size overflows or a slice length does not match.
 pub fn resize_bilinear(
     src: &[f32],
     c: usize,
@@ -41,17 +47,20 @@ pub fn resize_bilinear(
     oh: usize,
     ow: usize,
     dst: &mut [f32],
-) {
-    assert!(
-        h > 0 && w > 0 && oh > 0 && ow > 0,
-        "resize_bilinear: empty size"
-    );
-    assert_eq!(src.len(), c * h * w, "resize_bilinear: source length");
-    assert_eq!(
+) -> Result<()> {
+    if h == 0 || w == 0 || oh == 0 || ow == 0 {
+        return crate::invalid!("resize_bilinear: empty size {h}×{w} → {oh}×{ow}");
+    }
+    check_len(
+        src.len(),
+        checked_product(&[c, h, w], "resize source")?,
+        "resize source",
+    )?;
+    check_len(
         dst.len(),
-        c * oh * ow,
-        "resize_bilinear: destination length"
-    );
+        checked_product(&[c, oh, ow], "resize destination")?,
+        "resize destination",
+    )?;
     let ys = axis_weights(h, oh);
     let xs = axis_weights(w, ow);
     // PyTorch picks its kernel by output size (`_use_vectorized_kernel_cond_2d`): the
@@ -82,17 +91,30 @@ pub fn resize_bilinear(
             }
         }
     }
+    Ok(())
 }
 
 /// `x[c] = (x[c] − mean[c]) / std[c]` per channel of a CHW tensor (`mean.len()` channels).
-pub fn normalize(x: &mut [f32], mean: &[f32], std: &[f32]) {
-    assert_eq!(mean.len(), std.len(), "normalize: mean/std lengths");
-    let plane = x.len() / mean.len().max(1);
-    for (ch, chunk) in x.chunks_mut(plane.max(1)).enumerate().take(mean.len()) {
+/// `Err(InvalidArgument)` unless `mean` and `std` have the same non-zero length dividing `x`.
+pub fn normalize(x: &mut [f32], mean: &[f32], std: &[f32]) -> Result<()> {
+    if mean.is_empty() || mean.len() != std.len() || !x.len().is_multiple_of(mean.len()) {
+        return crate::invalid!(
+            "normalize: {} values, {} means, {} stds",
+            x.len(),
+            mean.len(),
+            std.len()
+        );
+    }
+    let plane = x.len() / mean.len();
+    if plane == 0 {
+        return Ok(());
+    }
+    for (ch, chunk) in x.chunks_mut(plane).enumerate() {
         for v in chunk {
             *v = (*v - mean[ch]) / std[ch];
         }
     }
+    Ok(())
 }
 
 /// The model input for one image: `planes` is CHW f32 in [0, 1] with `c` = 1 (grey) or the
@@ -109,19 +131,24 @@ pub fn image_to_input(
     (oh, ow): (usize, usize),
     mean: &[f32],
     std: &[f32],
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     let channels = mean.len();
-    assert!(
-        c == 1 || c == channels,
-        "image_to_input: {c} planes for {channels} channels"
-    );
+    if c != 1 && c != channels {
+        return crate::invalid!("image_to_input: {c} planes for {channels} channels");
+    }
+    let n_out = checked_product(&[channels.max(1), oh, ow], "preprocessed input")?;
+    if n_out > MAX_INPUT_ELEMENTS {
+        return crate::invalid!(
+            "image_to_input: a {channels}×{oh}×{ow} input exceeds the limit of {MAX_INPUT_ELEMENTS} values"
+        );
+    }
     let mut resized = vec![0.0f32; c * oh * ow];
-    resize_bilinear(planes, c, h, w, oh, ow, &mut resized);
+    resize_bilinear(planes, c, h, w, oh, ow, &mut resized)?;
     let mut out = if c == channels {
         resized
     } else {
         resized.repeat(channels)
     };
-    normalize(&mut out, mean, std);
-    out
+    normalize(&mut out, mean, std)?;
+    Ok(out)
 }
