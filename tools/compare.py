@@ -23,6 +23,7 @@ peers inside this long-lived process (`--in-process`, the old behaviour) and qke
 ones flattered qkernels' wall times. The table also gives the **CPU time per inference** (process
 CPU time; for qkernels the difference of an `--iters K` and an `--iters 1` run over K - 1): with
 one thread it is the latency minus the time spent descheduled, robust to a loaded machine.
+(qkernels' figure subtracts two process totals that include model loading: use --iters >= 20.)
 
 `--isa avx2` forces qkernels to AVX2 (QKERNELS_ISA) and asks the peers for AVX2 too where they
 allow it (FBGEMM_ENABLE_INSTRUCTIONS=AVX2 for fbgemm, ONEDNN_MAX_CPU_ISA=AVX2 for onednn; ONNX
