@@ -81,12 +81,6 @@ pub fn check_nonzero(v: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Largest GEMM depth for which exact i32 accumulation of u8 × i8 products cannot overflow
-/// (beyond it sums wrap modulo 2^32 exactly as PyTorch's do, on every ISA, since wrapping
-/// addition is associative — nothing is refused):
-/// `|255 · −128| · K ≤ 2^31 − 1` ⇒ `K ≤ 65793`.
-pub const MAX_EXACT_K: usize = 65793;
-
 /// Output extent of a sliding window (conv or pool) along one axis:
 /// `(input + 2·pad − dilation·(kernel − 1) − 1) / stride + 1`.
 ///
