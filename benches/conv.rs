@@ -133,6 +133,18 @@ fn bench_conv(c: &mut Criterion) {
                         .unwrap()
                 })
             });
+            if isa == Isa::Avx512Vnni {
+                // The im2col-packing path on the same layer (IGEMM switched off).
+                qkernels::gemm::set_igemm_enabled(false);
+                let id = BenchmarkId::new(format!("{}_im2col", isa.name()), name);
+                group.bench_function(id, |b| {
+                    b.iter(|| {
+                        conv.run(black_box(&x), 1, hw, hw, xq, yq, true, &mut y)
+                            .unwrap()
+                    })
+                });
+                qkernels::gemm::set_igemm_enabled(true);
+            }
         }
     }
     group.finish();
@@ -221,26 +233,41 @@ fn per_iteration_report() {
                 conv.run(black_box(&x), 1, hw, hw, xq, yq, true, &mut y)
                     .unwrap()
             };
+            // A/B in one interleaved run: the indirect (IGEMM) path and the im2col-packing path
+            // alternate call by call (the latter labelled `<isa>_im2col`; identical on ISAs
+            // without an IGEMM kernel, so only VNNI reports it).
+            let variants: &[bool] = if isa == Isa::Avx512Vnni {
+                &[true, false]
+            } else {
+                &[true]
+            };
             let t0 = std::time::Instant::now();
             while t0.elapsed() < Duration::from_millis(300) {
                 run();
             }
-            let mut times = Vec::new();
+            let mut times = vec![Vec::new(); variants.len()];
             let t0 = std::time::Instant::now();
-            while times.len() < 20 || t0.elapsed() < Duration::from_secs(1) {
-                let t = std::time::Instant::now();
-                run();
-                times.push(t.elapsed().as_secs_f64());
+            while times[0].len() < 20 || t0.elapsed() < Duration::from_secs(1) {
+                for (v, &on) in variants.iter().enumerate() {
+                    qkernels::gemm::set_igemm_enabled(on);
+                    let t = std::time::Instant::now();
+                    run();
+                    times[v].push(t.elapsed().as_secs_f64());
+                }
             }
-            times.sort_by(f64::total_cmp);
-            let med = times[times.len() / 2];
-            println!(
-                "{name},{},{:.4},{:.4},{:.1}",
-                isa.name(),
-                med * 1e3,
-                times[0] * 1e3,
-                macs / med / 1e9
-            );
+            qkernels::gemm::set_igemm_enabled(true);
+            for (v, times) in times.iter_mut().enumerate() {
+                times.sort_by(f64::total_cmp);
+                let med = times[times.len() / 2];
+                let suffix = if v == 0 { "" } else { "_im2col" };
+                println!(
+                    "{name},{}{suffix},{:.4},{:.4},{:.1}",
+                    isa.name(),
+                    med * 1e3,
+                    times[0] * 1e3,
+                    macs / med / 1e9
+                );
+            }
         }
     }
 }

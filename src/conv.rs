@@ -15,7 +15,7 @@
 //! [`Conv2d::run_add`] adds the ResNet residual join (conv → requant → add → ReLU) with bytes
 //! identical to the unfused PyTorch sequence.
 
-use crate::gemm::{ASource, GemmOptions, Matrix, PackedWeights, gemm_requant};
+use crate::gemm::{ASource, GemmOptions, Indirect, Matrix, PackedWeights, gemm_requant};
 use crate::validate::{
     check_capacity, check_len, check_nonzero, check_qparams_u8, checked_product,
 };
@@ -638,6 +638,19 @@ impl ASource for Im2col<'_> {
 
     fn depth(&self) -> usize {
         self.geo.k_per_group()
+    }
+
+    fn as_indirect(&self) -> Option<Indirect<'_>> {
+        let icg = self.geo.in_c_per_group();
+        Some(Indirect {
+            x: self.x,
+            geo: self.geo,
+            c0: self.group * icg,
+            ic: icg,
+            oh: self.oh,
+            ow: self.ow,
+            pad: self.pad,
+        })
     }
 
     fn fill(&self, row0: usize, rows: usize, k0: usize, kc: usize, dst: &mut [u8], ld: usize) {

@@ -17,10 +17,13 @@
 use crate::validate::{check_capacity, check_nonzero, check_qparams_u8, check_weight_qparams};
 use crate::{Error, Isa, QParams, Result, WeightQParams};
 use aligned_vec::{AVec, ConstAlign};
-use qkernels_kernels::gemm::{GemmKernel, a_is_row_major_u8, best_kernel, gemv_companion};
+use qkernels_kernels::gemm::{
+    GemmKernel, IgemmKernel, a_is_row_major_u8, best_kernel, gemv_companion, igemm_companion,
+};
 use qkernels_kernels::requant::{Epilogue, RequantCols, correct_tile};
 use qkernels_ref::RequantParams;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Options fixed at pack time.
@@ -69,6 +72,101 @@ pub trait ASource: Sync {
     fn as_matrix(&self) -> Option<(&[u8], usize)> {
         None
     }
+    /// The rows as taps of an NHWC image, when `A` is a convolution's im2col matrix (lets an
+    /// indirect kernel read the image in place, see [`Indirect`]).
+    fn as_indirect(&self) -> Option<Indirect<'_>> {
+        None
+    }
+}
+
+/// An im2col `A` described by its image instead of its bytes, for the indirect (IGEMM) path:
+/// row `r` is output pixel `(b, oy, ox)` (`r = (b·oh + oy)·ow + ox`), and its K entries are, per
+/// tap `t = ky·kw + kx`, the `ic` bytes at channel `c0` of input pixel
+/// `(b, oy·sh + ky·dh − ph, ox·sw + kx·dw − pw)`, or `ic` copies of `pad` outside the image.
+#[derive(Clone, Copy, Debug)]
+pub struct Indirect<'a> {
+    /// The NHWC image, `batch × in_h × in_w × in_c` (at least).
+    pub x: &'a [u8],
+    /// Input geometry (batch, sizes, kernel, stride, padding, dilation; `in_c` is the pixel
+    /// stride in bytes).
+    pub geo: crate::Conv2dGeometry,
+    /// First channel of the tap's run (a group's offset).
+    pub c0: usize,
+    /// Bytes per tap.
+    pub ic: usize,
+    pub oh: usize,
+    pub ow: usize,
+    /// The input zero point (padded taps).
+    pub pad: u8,
+}
+
+impl Indirect<'_> {
+    fn taps(&self) -> usize {
+        self.geo.kernel_h * self.geo.kernel_w
+    }
+
+    /// Appends the indirection array of one `mr`-row tile starting at A row `row0` with `rows`
+    /// valid rows (see `qkernels_kernels::gemm::IgemmUkernel`): `taps · mr` pointers, tap-major,
+    /// padded taps and rows `rows .. mr` pointing at `zero` (`ic` bytes of `pad`).
+    fn push_tile(&self, row0: usize, rows: usize, mr: usize, zero: &[u8], dst: &mut Vec<*const u8>) {
+        const MAX_MR: usize = 32;
+        debug_assert!(mr <= MAX_MR && rows <= mr && zero.len() >= self.ic);
+        let g = &self.geo;
+        // Per row: (image line base, iy0, ix0), or None for an unused tail row.
+        let mut base = [None::<(usize, isize, isize)>; MAX_MR];
+        let (mut b, rem) = (row0 / (self.oh * self.ow), row0 % (self.oh * self.ow));
+        let (mut oy, mut ox) = (rem / self.ow, rem % self.ow);
+        for slot in base.iter_mut().take(rows) {
+            *slot = Some((
+                b * g.in_h,
+                (oy * g.stride_h) as isize - g.pad_h as isize,
+                (ox * g.stride_w) as isize - g.pad_w as isize,
+            ));
+            ox += 1;
+            if ox == self.ow {
+                ox = 0;
+                oy += 1;
+                if oy == self.oh {
+                    oy = 0;
+                    b += 1;
+                }
+            }
+        }
+        let zp = zero.as_ptr();
+        for ky in 0..g.kernel_h {
+            for kx in 0..g.kernel_w {
+                for slot in &base[..mr] {
+                    let p = match *slot {
+                        Some((img, iy0, ix0)) => {
+                            let iy = iy0 + (ky * g.dilation_h) as isize;
+                            let ix = ix0 + (kx * g.dilation_w) as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < g.in_h && (ix as usize) < g.in_w
+                            {
+                                let off = ((img + iy as usize) * g.in_w + ix as usize) * g.in_c
+                                    + self.c0;
+                                // Bounds-checked: the kernel reads exactly these `ic` bytes.
+                                self.x[off..off + self.ic].as_ptr()
+                            } else {
+                                zp
+                            }
+                        }
+                        None => zp,
+                    };
+                    dst.push(p);
+                }
+            }
+        }
+    }
+}
+
+/// Whether eligible convolutions use the indirect (IGEMM) kernels (default on). Benches and
+/// tests switch it off to compare with the im2col-packing path; results are identical.
+static IGEMM_ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Enables or disables the indirect-conv (IGEMM) path for the whole process (A/B measurements).
+#[doc(hidden)]
+pub fn set_igemm_enabled(on: bool) {
+    IGEMM_ENABLED.store(on, Ordering::Relaxed);
 }
 
 /// A row-major u8 matrix used as `A`.
@@ -506,6 +604,10 @@ struct Plan<'p> {
     /// Single-row kernel (same packed B) for a last A panel holding one row: a full MR-row tile
     /// would spend MR× the MACs on it (M = 49 = 8·6 + 1 in ResNet's last stage).
     tail1: Option<&'static GemmKernel>,
+    /// Indirect kernel and image description, when `A` is an eligible im2col (exact kernel with
+    /// an IGEMM companion, `ic % KR == 0`, no weight zero point so no row sums): full panels are
+    /// then indirection arrays instead of packed rows.
+    igemm: Option<(&'static IgemmKernel, Indirect<'p>)>,
     ldc: usize,
 }
 
@@ -518,6 +620,8 @@ enum PanelAt {
     Source(usize),
     /// Offset into `Scratch::packed_a` of a one-row tail panel packed for `Plan::tail1`.
     Tail1(usize),
+    /// Offset into `Scratch::ind` of the `taps · MR` pointers of an indirect tile.
+    Indirect(usize),
 }
 
 /// Per-thread scratch, reused across the work items a thread runs.
@@ -527,6 +631,10 @@ struct Scratch {
     rowbuf: Vec<u8>,
     row_sums: Vec<i32>,
     tile: Vec<i32>,
+    /// Indirection arrays of the current block (IGEMM path), pointing into the image and `zero`.
+    ind: Vec<*const u8>,
+    /// `ic` copies of the input zero point (padded taps and unused tail rows).
+    zero: Vec<u8>,
 }
 
 thread_local! {
@@ -535,6 +643,9 @@ thread_local! {
     /// small-K GEMM such as ResNet's 12544×64×147 stem).
     static A_BUF: std::cell::RefCell<AVec<u8, ConstAlign<64>>> =
         std::cell::RefCell::new(AVec::new(64));
+    /// The indirection-array buffer, kept per thread between calls like `A_BUF` (its stale
+    /// pointers are never read: a block's arrays are rebuilt before its tiles run).
+    static IND_BUF: std::cell::RefCell<Vec<*const u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Scratch {
@@ -560,6 +671,21 @@ impl Scratch {
             },
             row_sums: vec![0; plan.mc],
             tile: vec![0; kern.mr * kern.nr],
+            ind: match &plan.igemm {
+                Some((_, ind)) => {
+                    let mut v = IND_BUF
+                        .try_with(|b| std::mem::take(&mut *b.borrow_mut()))
+                        .unwrap_or_default();
+                    v.clear();
+                    v.reserve(plan.mc * ind.taps());
+                    v
+                }
+                None => Vec::new(),
+            },
+            zero: match &plan.igemm {
+                Some((_, ind)) => vec![ind.pad; ind.ic],
+                None => Vec::new(),
+            },
         }
     }
 }
@@ -575,6 +701,17 @@ impl Drop for Scratch {
                 *cur = buf;
             }
         });
+        if self.ind.capacity() > 0 {
+            let mut ind = std::mem::take(&mut self.ind);
+            ind.clear();
+            let _ = IND_BUF.try_with(|b| {
+                if let Ok(mut cur) = b.try_borrow_mut()
+                    && cur.capacity() < ind.capacity()
+                {
+                    *cur = ind;
+                }
+            });
+        }
     }
 }
 
@@ -631,6 +768,7 @@ fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
         epilogue: Epilogue::new(kern.isa),
         a_rows: a_is_row_major_u8(kern),
         tail1: if kern.mr > 1 { pw.gemv } else { None },
+        igemm: igemm_for(pw, kern, a),
         ldc,
     };
     let items: Vec<(usize, usize)> = (0..m.div_ceil(plan.mc))
@@ -669,10 +807,55 @@ fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
     }
 }
 
+/// The indirect kernel and image for this call, if the IGEMM path applies (see `Plan::igemm`).
+fn igemm_for<'p>(
+    pw: &PackedWeights,
+    kern: &'static GemmKernel,
+    a: &'p dyn ASource,
+) -> Option<(&'static IgemmKernel, Indirect<'p>)> {
+    if !IGEMM_ENABLED.load(Ordering::Relaxed) || pw.any_w_zp || !std::ptr::eq(kern, pw.kernel) {
+        return None;
+    }
+    let ik = igemm_companion(kern)?;
+    let ind = a.as_indirect()?;
+    let ok = ind.ic > 0
+        && ind.ic.is_multiple_of(kern.kr)
+        && ind.taps() * ind.ic == pw.k
+        && ind.oh * ind.ow * ind.geo.batch == a.rows()
+        && ind.c0 + ind.ic <= ind.geo.in_c;
+    ok.then_some((ik, ind))
+}
+
+/// IGEMM counterpart of [`pack_a_block`]: builds the indirection arrays of the block's tiles in
+/// `s.ind`; a one-row last panel still goes to the single-row kernel as a packed row.
+fn indirect_block(plan: &Plan<'_>, ind: &Indirect<'_>, s: &mut Scratch, row0: usize, rows: usize) {
+    let (k, mr) = (plan.pw.k, plan.kern.mr);
+    s.panels.clear();
+    s.ind.clear();
+    for p in 0..rows.div_ceil(mr) {
+        let i0 = p * mr;
+        let r = mr.min(rows - i0);
+        if let Some(g) = plan.tail1.filter(|_| r == 1) {
+            let off = p * plan.a_panel;
+            plan.a.fill(row0 + i0, 1, 0, k, &mut s.rowbuf, k);
+            let dst = &mut s.packed_a[off..off + (g.a_panel_bytes)(k)];
+            (g.pack_a)(&s.rowbuf, k, 1, k, dst);
+            s.panels.push(PanelAt::Tail1(off));
+        } else {
+            s.panels.push(PanelAt::Indirect(s.ind.len()));
+            ind.push_tile(row0 + i0, r, mr, &s.zero, &mut s.ind);
+        }
+    }
+}
+
 /// Packs the A rows `row0 .. row0 + rows` into `s.packed_a` (and their sums into
 /// `s.row_sums` when a weight zero point is non-zero), or records where a panel can be read in
 /// place.
 fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
+    if let Some((_, ind)) = &plan.igemm {
+        indirect_block(plan, ind, s, row0, rows);
+        return;
+    }
     let kern = plan.kern;
     let (k, mr) = (plan.pw.k, kern.mr);
     let need_sums = plan.pw.any_w_zp;
@@ -738,6 +921,31 @@ fn tile(plan: &Plan<'_>, s: &mut Scratch, rows: usize, ip: usize, p: usize) -> (
     let (mr, nr) = (kern.mr, kern.nr);
     let r = mr.min(rows - ip * mr);
     let cols = nr.min(plan.pw.n - p * nr);
+    let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
+    if let (PanelAt::Indirect(off), Some((ik, ind))) = (s.panels[ip], &plan.igemm) {
+        let taps = ind.taps();
+        let ptrs = &s.ind[off..off + taps * mr];
+        debug_assert_eq!((ik.gemm.mr, ik.gemm.nr), (mr, nr));
+        // SAFETY: `ptrs` is this tile's `taps · MR` pointers built by `Indirect::push_tile`, each
+        // to `ic` bytes of the image (bounds-checked slices of `ind.x`, borrowed for the call) or
+        // to `s.zero` (`ic` bytes, not modified while the block runs); `ic % 4 == 0` and
+        // `taps · ic = K` were checked by `igemm_for`, and `bp` is a whole B panel packed by
+        // `ik.gemm` (the weights' kernel) for that K. `s.tile` holds MR×NR i32, row stride NR;
+        // `1 ≤ r ≤ MR`, `1 ≤ cols ≤ NR`; the ISA was checked at pack time.
+        unsafe {
+            (ik.ukernel)(
+                taps,
+                ind.ic,
+                ptrs.as_ptr(),
+                bp.as_ptr(),
+                s.tile.as_mut_ptr(),
+                nr,
+                r,
+                cols,
+            )
+        };
+        return (r, cols);
+    }
     let (ap, ukern) = match s.panels[ip] {
         PanelAt::Packed(off) => (&s.packed_a[off..off + plan.a_panel], kern),
         PanelAt::Source(off) => {
@@ -753,8 +961,8 @@ fn tile(plan: &Plan<'_>, s: &mut Scratch, rows: usize, ip: usize, p: usize) -> (
                 .expect("tail panels exist only with a tail kernel");
             (&s.packed_a[off..off + (g.a_panel_bytes)(plan.pw.k)], g)
         }
+        PanelAt::Indirect(_) => unreachable!("indirect panels exist only on the IGEMM path"),
     };
-    let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
     debug_assert_eq!(bp.len(), (ukern.b_panel_bytes)(plan.pw.k));
     debug_assert_eq!(ap.len(), (ukern.a_panel_bytes)(plan.pw.k));
     debug_assert!(r <= ukern.mr && plan.kp == ukern.round_k(plan.pw.k));

@@ -158,6 +158,74 @@ pub const fn ckr_panel_bytes<const R: usize, const KR: usize>(kc: usize) -> usiz
     R * kc.div_ceil(KR) * KR
 }
 
+/// Indirect (implicit-im2col) microkernel: the [`GemmUkernel`] contract with the A panel
+/// replaced by an **indirection array**.
+///
+/// # The indirection layout
+///
+/// A tile of `MR` output pixels of a convolution with `taps = kh·kw` kernel taps and `ic`
+/// channels per tap (GEMM `K = taps · ic`, in (ky, kx, ic) order) is described by `taps · MR`
+/// pointers, tap-major:
+///
+/// ```text
+/// ind[t·MR + i] → the ic contiguous bytes A[i][t·ic .. (t+1)·ic]
+///                 = input pixel (b, oy·sh + ky·dh − ph, ox·sw + kx·dw − pw) of row i's output
+///                   pixel, channels c0 .. c0 + ic of the NHWC image (t = ky·kw + kx),
+///                 or a buffer of ic copies of the input zero point when that tap is padding
+///                 (and for rows i ≥ mr of a tail tile, whose results are not stored).
+/// ```
+///
+/// With `ic % KR == 0` every K group lies inside one tap, so the B panel is the companion GEMM
+/// kernel's packed B, byte for byte.
+///
+/// # Safety
+///
+/// * `ic` is a non-zero multiple of the kernel's `kr`, `taps ≥ 1`;
+/// * `ind` is valid for reads of `taps · MR` pointers, each valid for reads of `ic` bytes;
+/// * `b` points to one B panel packed by the companion GEMM kernel's `pack_b` for
+///   `K = taps · ic`;
+/// * `c` is valid for writes of `C[i*rs_c + j]` for `i < mr`, `j < nr` (the tile is stored, not
+///   accumulated);
+/// * `1 ≤ mr ≤ MR`, `1 ≤ nr ≤ NR`;
+/// * the CPU supports the kernel's ISA.
+pub type IgemmUkernel = unsafe fn(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    b: *const u8,
+    c: *mut i32,
+    rs_c: usize,
+    mr: usize,
+    nr: usize,
+);
+
+/// One indirect-conv microkernel and the GEMM kernel whose packed B (and tile, ISA,
+/// accumulation) it shares.
+#[derive(Clone, Copy, Debug)]
+pub struct IgemmKernel {
+    /// `u8s8s32_igemm_<isa>_<MR>x<NR>c<KR>`.
+    pub name: &'static str,
+    /// The GEMM kernel with the same `mr`, `nr`, `kr`, ISA and packed B.
+    pub gemm: &'static GemmKernel,
+    pub ukernel: IgemmUkernel,
+}
+
+/// Every indirect-conv kernel compiled into this build (tests and benches iterate this list).
+pub fn all_igemm_kernels() -> Vec<&'static IgemmKernel> {
+    #[allow(unused_mut)]
+    let mut v: Vec<&'static IgemmKernel> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    v.push(&x86_avx512vnni::U8S8S32_IGEMM_AVX512VNNI_6X64C4);
+    v
+}
+
+/// The indirect-conv companion of GEMM kernel `kernel` (reads the same packed B), if any.
+pub fn igemm_companion(kernel: &GemmKernel) -> Option<&'static IgemmKernel> {
+    all_igemm_kernels()
+        .into_iter()
+        .find(|k| std::ptr::eq(k.gemm, kernel))
+}
+
 /// Every GEMM kernel compiled into this build, for every ISA (supported or not). Tests and
 /// benches iterate this list; dispatch picks from it. A kernel appears here exactly once.
 pub fn all_kernels() -> Vec<&'static GemmKernel> {

@@ -23,7 +23,7 @@
 use std::arch::x86_64::*;
 
 use super::x86_pack::{pack_a_rows_u8, rows_u8_panel_bytes};
-use super::{GemmKernel, ckr_panel_bytes, pack_b_ckr};
+use super::{GemmKernel, IgemmKernel, ckr_panel_bytes, pack_b_ckr};
 use crate::isa::Isa;
 
 /// Writes (or adds) one row of `NV` zmm accumulators to `c[0..nr]` with masked stores.
@@ -391,3 +391,85 @@ pub fn peak_probe_vnni_zmm(iters: usize) {
     // SAFETY: AVX-512 VNNI support was asserted above.
     unsafe { run(iters) }
 }
+
+// Register allocation, IGEMM (MR = 6, NV = 4 → 6 × 64), per tap t, per K group g of 4 inside it:
+//
+//   A row pointers  six GPRs p0 … p5 = ind[t·MR + i] (IC contiguous bytes of one NHWC input
+//                   pixel, or the zero-point buffer for a padded tap / an unused tail row)
+//   B (c4 bytes)    zmm24 … zmm27 = W[16v .. 16v+16][K = t·IC + 4g .. +4], v = 0..4
+//   A broadcast     zmm28 = p_i[4g .. 4g+4] in every i32 lane
+//   accumulators    zmm0  zmm1  zmm2  zmm3     row 0   (vacc0x0…3F)
+//                   zmm4  …     …     zmm7     row 1
+//                   …                          …
+//                   zmm20 …     …     zmm23    row 5
+//
+//   acc[i][v] = vpdpbusd(acc[i][v], A_i, B_v)      24 vpdpbusd per 6 broadcasts + 4 B loads
+//
+// The inner loop is the GEMM kernel's ([`ukernel_zmm`] with MR = 6, NV = 4) with the A panel
+// replaced by MR row pointers that are reloaded once per tap: K runs (ky, kx, ic), so with
+// IC % 4 == 0 every K group lies inside one tap and B advances exactly as in the GEMM kernel —
+// the packed B panel is the same bytes.
+//
+/// AVX-512 VNNI indirect (implicit-im2col) microkernel, `MR × 16·NV` tile, exact.
+///
+/// # Safety
+/// See [`super::IgemmUkernel`]: `ind` holds `taps · MR` pointers (tap-major: `ind[t·MR + i]` is
+/// row `i`'s tap `t`), each readable for `ic` bytes; `ic % 4 == 0`; `b` is a
+/// `pack_b_ckr::<{16·NV}, 4>` panel for K = `taps · ic`; `c` as in [`super::GemmUkernel`]; the
+/// CPU supports AVX-512 F/BW/VL/VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn ukernel_zmm_indirect<const MR: usize, const NV: usize>(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    b: *const u8,
+    c: *mut i32,
+    rs_c: usize,
+    mr: usize,
+    nr: usize,
+) {
+    debug_assert!(ic.is_multiple_of(4) && ic > 0 && taps > 0);
+    debug_assert!((1..=MR).contains(&mr) && (1..=16 * NV).contains(&nr));
+    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    let mut pb = b;
+    for t in 0..taps {
+        let mut pa = [std::ptr::null::<u8>(); MR];
+        for (i, p) in pa.iter_mut().enumerate() {
+            // SAFETY: `ind` holds `taps · MR` pointers and `t < taps`, `i < MR`.
+            *p = unsafe { *ind.add(t * MR + i) };
+        }
+        let mut k = 0;
+        while k < ic {
+            let mut vb = [_mm512_setzero_si512(); NV];
+            for (v, x) in vb.iter_mut().enumerate() {
+                // SAFETY: one K group of the B panel is NV·64 bytes, inside the panel (K groups
+                // `taps · ic / 4` in all).
+                *x = unsafe { _mm512_loadu_si512(pb.add(64 * v) as *const __m512i) };
+            }
+            for (row, &p) in acc.iter_mut().zip(&pa) {
+                // SAFETY: `p` is readable for `ic` bytes and `k + 4 ≤ ic`.
+                let va = _mm512_set1_epi32(unsafe { (p.add(k) as *const i32).read_unaligned() });
+                for (r, x) in row.iter_mut().zip(&vb) {
+                    *r = _mm512_dpbusd_epi32(*r, va, *x);
+                }
+            }
+            k += 4;
+            // SAFETY: advancing within (or one past the end of) the B panel.
+            pb = unsafe { pb.add(64 * NV) };
+        }
+    }
+    for (i, row) in acc.iter().enumerate().take(mr) {
+        // SAFETY: row `i < mr` of the caller's tile holds `nr` writable i32.
+        unsafe { store_row(row, c.add(i * rs_c), nr, false) };
+    }
+}
+
+/// Exact VNNI indirect-conv kernel, 6 × 64 tile: reads A through an indirection array and the
+/// packed B of [`U8S8S32_GEMM_AVX512VNNI_6X64C4`] unchanged.
+#[cfg(target_arch = "x86_64")]
+pub static U8S8S32_IGEMM_AVX512VNNI_6X64C4: IgemmKernel = IgemmKernel {
+    name: "u8s8s32_igemm_avx512vnni_6x64c4",
+    gemm: &U8S8S32_GEMM_AVX512VNNI_6X64C4,
+    ukernel: ukernel_zmm_indirect::<6, 4>,
+};
