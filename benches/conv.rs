@@ -191,7 +191,8 @@ fn bench_im2col(c: &mut Criterion) {
 
 criterion_group!(benches, bench_conv, bench_im2col);
 
-/// `QKERNELS_BENCH_PER_ITER=1 cargo bench --bench conv`: instead of criterion, time every call
+/// `QKERNELS_BENCH_PER_ITER=1 cargo bench --bench conv` (optionally `QKERNELS_BENCH_LAYER=<substring>`):
+/// instead of criterion, time every call
 /// individually (after a warm-up) and print the median and minimum per layer and ISA. On a
 /// shared, loaded machine a single call usually fits in one scheduler time slice, so the
 /// per-call median is far less disturbed than batch means; `tools/bench_torch_conv.py
@@ -204,9 +205,14 @@ fn per_iteration_report() {
         .into_iter()
         .filter(|&i| i != Isa::Scalar)
         .collect();
+    // Optional substring filter on the layer name, e.g. `QKERNELS_BENCH_LAYER=3x3_64`.
+    let only = std::env::var("QKERNELS_BENCH_LAYER").unwrap_or_default();
     println!("layer,isa,median_ms,min_ms,gmacs_median");
     for isa in isas {
         for (name, p, hw) in resnet18_layers().into_iter().chain(depthwise_layers()) {
+            if !name.contains(only.as_str()) {
+                continue;
+            }
             let (oh, ow) = p.output_size(hw, hw).unwrap();
             let k = p.kernel_h * p.kernel_w * p.in_channels / p.groups;
             let macs = (oh * ow * p.out_channels * k) as f64;

@@ -105,23 +105,77 @@ impl Indirect<'_> {
         self.geo.kernel_h * self.geo.kernel_w
     }
 
+    /// Byte offset of tap `t = ky·kw + kx` from the tap (0, 0) of the same output pixel (valid
+    /// when both are inside the image).
+    fn tap_offsets(&self) -> Vec<usize> {
+        let g = &self.geo;
+        (0..g.kernel_h)
+            .flat_map(|ky| {
+                (0..g.kernel_w)
+                    .map(move |kx| (ky * g.dilation_h * g.in_w + kx * g.dilation_w) * g.in_c)
+            })
+            .collect()
+    }
+
     /// Appends the indirection array of one `mr`-row tile starting at A row `row0` with `rows`
     /// valid rows (see `qkernels_kernels::gemm::IgemmUkernel`): `taps · mr` pointers, tap-major,
-    /// padded taps and rows `rows .. mr` pointing at `zero` (`ic` bytes of `pad`).
-    fn push_tile(&self, row0: usize, rows: usize, mr: usize, zero: &[u8], dst: &mut Vec<*const u8>) {
-        const MAX_MR: usize = 32;
-        debug_assert!(mr <= MAX_MR && rows <= mr && zero.len() >= self.ic);
+    /// padded taps and rows `rows .. mr` pointing at `zero` (`ic` bytes of `pad`). `tap_off` is
+    /// [`Indirect::tap_offsets`].
+    ///
+    /// Every pointer is derived from a bounds-checked slice of `x` covering the `ic` bytes it
+    /// addresses (for an interior pixel: one check of its whole window).
+    fn push_tile(
+        &self,
+        row0: usize,
+        rows: usize,
+        mr: usize,
+        tap_off: &[usize],
+        zero: &[u8],
+        dst: &mut Vec<*const u8>,
+    ) {
         let g = &self.geo;
-        // Per row: (image line base, iy0, ix0), or None for an unused tail row.
-        let mut base = [None::<(usize, isize, isize)>; MAX_MR];
+        let taps = tap_off.len();
+        debug_assert!(rows <= mr && zero.len() >= self.ic && taps == self.taps());
+        let start = dst.len();
+        dst.resize(start + taps * mr, zero.as_ptr());
+        let out = &mut dst[start..];
         let (mut b, rem) = (row0 / (self.oh * self.ow), row0 % (self.oh * self.ow));
         let (mut oy, mut ox) = (rem / self.ow, rem % self.ow);
-        for slot in base.iter_mut().take(rows) {
-            *slot = Some((
-                b * g.in_h,
-                (oy * g.stride_h) as isize - g.pad_h as isize,
-                (ox * g.stride_w) as isize - g.pad_w as isize,
-            ));
+        let (span_h, span_w) = ((g.kernel_h - 1) * g.dilation_h, (g.kernel_w - 1) * g.dilation_w);
+        for i in 0..rows {
+            let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
+            let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
+            let img = b * g.in_h;
+            if iy0 >= 0
+                && ix0 >= 0
+                && iy0 as usize + span_h < g.in_h
+                && ix0 as usize + span_w < g.in_w
+            {
+                // Interior pixel: every tap inside; one bounds check for the whole window.
+                let base = ((img + iy0 as usize) * g.in_w + ix0 as usize) * g.in_c + self.c0;
+                let last = tap_off[taps - 1];
+                let win = self.x[base..base + last + self.ic].as_ptr();
+                for (t, &o) in tap_off.iter().enumerate() {
+                    // `o ≤ last`: inside the checked window.
+                    out[t * mr + i] = win.wrapping_add(o);
+                }
+            } else {
+                for ky in 0..g.kernel_h {
+                    let iy = iy0 + (ky * g.dilation_h) as isize;
+                    if iy < 0 || iy as usize >= g.in_h {
+                        continue;
+                    }
+                    for kx in 0..g.kernel_w {
+                        let ix = ix0 + (kx * g.dilation_w) as isize;
+                        if ix < 0 || ix as usize >= g.in_w {
+                            continue;
+                        }
+                        let off =
+                            ((img + iy as usize) * g.in_w + ix as usize) * g.in_c + self.c0;
+                        out[(ky * g.kernel_w + kx) * mr + i] = self.x[off..off + self.ic].as_ptr();
+                    }
+                }
+            }
             ox += 1;
             if ox == self.ow {
                 ox = 0;
@@ -129,30 +183,6 @@ impl Indirect<'_> {
                 if oy == self.oh {
                     oy = 0;
                     b += 1;
-                }
-            }
-        }
-        let zp = zero.as_ptr();
-        for ky in 0..g.kernel_h {
-            for kx in 0..g.kernel_w {
-                for slot in &base[..mr] {
-                    let p = match *slot {
-                        Some((img, iy0, ix0)) => {
-                            let iy = iy0 + (ky * g.dilation_h) as isize;
-                            let ix = ix0 + (kx * g.dilation_w) as isize;
-                            if iy >= 0 && ix >= 0 && (iy as usize) < g.in_h && (ix as usize) < g.in_w
-                            {
-                                let off = ((img + iy as usize) * g.in_w + ix as usize) * g.in_c
-                                    + self.c0;
-                                // Bounds-checked: the kernel reads exactly these `ic` bytes.
-                                self.x[off..off + self.ic].as_ptr()
-                            } else {
-                                zp
-                            }
-                        }
-                        None => zp,
-                    };
-                    dst.push(p);
                 }
             }
         }
@@ -635,6 +665,8 @@ struct Scratch {
     ind: Vec<*const u8>,
     /// `ic` copies of the input zero point (padded taps and unused tail rows).
     zero: Vec<u8>,
+    /// [`Indirect::tap_offsets`] of this call.
+    tap_off: Vec<usize>,
 }
 
 thread_local! {
@@ -684,6 +716,10 @@ impl Scratch {
             },
             zero: match &plan.igemm {
                 Some((_, ind)) => vec![ind.pad; ind.ic],
+                None => Vec::new(),
+            },
+            tap_off: match &plan.igemm {
+                Some((_, ind)) => ind.tap_offsets(),
                 None => Vec::new(),
             },
         }
@@ -843,7 +879,7 @@ fn indirect_block(plan: &Plan<'_>, ind: &Indirect<'_>, s: &mut Scratch, row0: us
             s.panels.push(PanelAt::Tail1(off));
         } else {
             s.panels.push(PanelAt::Indirect(s.ind.len()));
-            ind.push_tile(row0 + i0, r, mr, &s.zero, &mut s.ind);
+            ind.push_tile(row0 + i0, r, mr, &s.tap_off, &s.zero, &mut s.ind);
         }
     }
 }
