@@ -321,14 +321,7 @@ impl Conv2d {
         let m = batch * oh * ow;
         for (g, pw) in groups.iter().enumerate() {
             let dst = &mut out[g * ocg..n_out];
-            let direct = p.groups == 1
-                && p.kernel_h == 1
-                && p.kernel_w == 1
-                && p.stride_h == 1
-                && p.stride_w == 1
-                && p.pad_h == 0
-                && p.pad_w == 0;
-            if direct {
+            if is_direct_1x1(p) {
                 let a = Matrix::new(x, m, p.in_channels, p.in_channels)?;
                 gemm_requant(pw, &a, x_q, out_q, relu, dst, p.out_channels)?;
             } else {
@@ -348,6 +341,26 @@ impl Conv2d {
 }
 
 impl Conv2d {
+    /// Whether a call on a `batch × h × w` input runs on the indirect (IGEMM) kernel: GEMM
+    /// engine, not the direct 1×1 path, an IGEMM kernel for the packed weights (exact VNNI, no
+    /// weight zero point), `IC/G` a multiple of its K-interleave and more than one output pixel.
+    #[doc(hidden)]
+    pub fn uses_igemm(&self, batch: usize, h: usize, w: usize) -> bool {
+        let p = &self.params;
+        let Engine::Gemm(groups) = &self.engine else {
+            return false;
+        };
+        let Ok((oh, ow)) = self.output_size(h, w) else {
+            return false;
+        };
+        let icg = p.in_channels / p.groups;
+        !is_direct_1x1(p)
+            && batch * oh * ow > 1
+            && groups[0]
+                .igemm_kernel()
+                .is_some_and(|k| icg.is_multiple_of(k.gemm.kr))
+    }
+
     /// Whether this layer runs on the direct depthwise kernel (else: GEMM per group).
     pub fn is_depthwise(&self) -> bool {
         matches!(self.engine, Engine::Depthwise(_))
@@ -468,6 +481,17 @@ impl Conv2d {
         crate::ops::add_inplace_on(self.opts.isa, &mut out[..n_out], skip, &p, n_out / 64 * 64);
         Ok(())
     }
+}
+
+/// A 1×1, stride-1, unpadded, one-group conv: the input is the `A` matrix itself.
+fn is_direct_1x1(p: &Conv2dParams) -> bool {
+    p.groups == 1
+        && p.kernel_h == 1
+        && p.kernel_w == 1
+        && p.stride_h == 1
+        && p.stride_w == 1
+        && p.pad_h == 0
+        && p.pad_w == 0
 }
 
 fn slice_wq(wq: &WeightQParams, start: usize, len: usize) -> WeightQParams {

@@ -141,7 +141,10 @@ impl Indirect<'_> {
         let out = &mut dst[start..];
         let (mut b, rem) = (row0 / (self.oh * self.ow), row0 % (self.oh * self.ow));
         let (mut oy, mut ox) = (rem / self.ow, rem % self.ow);
-        let (span_h, span_w) = ((g.kernel_h - 1) * g.dilation_h, (g.kernel_w - 1) * g.dilation_w);
+        let (span_h, span_w) = (
+            (g.kernel_h - 1) * g.dilation_h,
+            (g.kernel_w - 1) * g.dilation_w,
+        );
         for i in 0..rows {
             let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
             let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
@@ -170,8 +173,7 @@ impl Indirect<'_> {
                         if ix < 0 || ix as usize >= g.in_w {
                             continue;
                         }
-                        let off =
-                            ((img + iy as usize) * g.in_w + ix as usize) * g.in_c + self.c0;
+                        let off = ((img + iy as usize) * g.in_w + ix as usize) * g.in_c + self.c0;
                         out[(ky * g.kernel_w + kx) * mr + i] = self.x[off..off + self.ic].as_ptr();
                     }
                 }
@@ -467,6 +469,16 @@ impl PackedWeights {
     /// The float bias, if any.
     pub fn bias(&self) -> Option<&[f32]> {
         self.bias.as_deref()
+    }
+
+    /// The indirect-conv kernel an eligible im2col `A` runs on with these weights (switched on,
+    /// an IGEMM companion exists for the weights' kernel, no weight zero point — the indirect
+    /// path computes no row sums), if any.
+    pub(crate) fn igemm_kernel(&self) -> Option<&'static IgemmKernel> {
+        if !IGEMM_ENABLED.load(Ordering::Relaxed) || self.any_w_zp {
+            return None;
+        }
+        igemm_companion(self.kernel)
     }
 
     /// Requantization constants for a call with these input/output qparams.
@@ -849,10 +861,10 @@ fn igemm_for<'p>(
     kern: &'static GemmKernel,
     a: &'p dyn ASource,
 ) -> Option<(&'static IgemmKernel, Indirect<'p>)> {
-    if !IGEMM_ENABLED.load(Ordering::Relaxed) || pw.any_w_zp || !std::ptr::eq(kern, pw.kernel) {
+    if !std::ptr::eq(kern, pw.kernel) {
         return None;
     }
-    let ik = igemm_companion(kern)?;
+    let ik = pw.igemm_kernel()?;
     let ind = a.as_indirect()?;
     let ok = ind.ic > 0
         && ind.ic.is_multiple_of(kern.kr)

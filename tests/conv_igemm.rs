@@ -1,0 +1,179 @@
+//! The indirect (IGEMM) conv path against `qkernels_ref::conv2d_nhwc`, tolerance 0: kernel
+//! sizes 1/3/5 (and non-square), strides 1/2, paddings, dilation 2, `IC/G` ∈ {4, 8, 64, 68},
+//! batch 1–2, odd spatial sizes (M tails, one-row tails, M = 1), N tails, groups, and weight
+//! zero points (which fall back to the im2col-packing path). Every case also runs with the
+//! IGEMM path switched off and must give the same bytes. Fixed seeds.
+//!
+//! One `#[test]` only: `set_igemm_enabled` is process-wide.
+
+use qkernels::conv::{Conv2d, Conv2dParams, ConvOptions};
+use qkernels::{Accumulation, Isa, QParams, WeightQParams, reference as r};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+#[allow(clippy::too_many_arguments)]
+fn run_case(
+    rng: &mut StdRng,
+    p: Conv2dParams,
+    batch: usize,
+    h: usize,
+    w: usize,
+    w_zp: bool,
+    isas: &[Isa],
+) -> bool {
+    let x: Vec<u8> = (0..batch * h * w * p.in_channels)
+        .map(|_| rng.r#gen())
+        .collect();
+    let n_w = p.out_channels * (p.in_channels / p.groups) * p.kernel_h * p.kernel_w;
+    let wts: Vec<i8> = (0..n_w).map(|_| rng.r#gen()).collect();
+    let oc = p.out_channels;
+    let zps = if w_zp {
+        (0..oc).map(|_| rng.gen_range(-128..=127)).collect()
+    } else {
+        vec![0; oc]
+    };
+    let wq = WeightQParams::per_channel(
+        (0..oc)
+            .map(|_| 10f64.powf(rng.gen_range(-3.5..-2.0)))
+            .collect(),
+        zps,
+    );
+    let bias: Option<Vec<f32>> = rng
+        .gen_bool(0.7)
+        .then(|| (0..oc).map(|_| rng.gen_range(-2.0f32..2.0)).collect());
+    let xq = QParams::new(
+        10f64.powf(rng.gen_range(-2.5..-1.0)),
+        rng.gen_range(0..=255),
+    );
+    let outq = QParams::new(10f64.powf(rng.gen_range(-1.0..0.5)), rng.gen_range(0..=255));
+    let relu = rng.r#gen();
+    let geo = p.geometry(batch, h, w);
+    let want = r::conv2d_nhwc(
+        &geo,
+        &x,
+        xq,
+        &wts,
+        &wq,
+        bias.as_deref(),
+        outq,
+        relu,
+        Accumulation::Exact,
+    );
+    let (oh, ow) = p.output_size(h, w).unwrap();
+    let n_out = batch * oh * ow * oc;
+    let mut used = false;
+    for &isa in isas {
+        let opts = ConvOptions {
+            isa,
+            accumulation: Accumulation::Exact,
+        };
+        let conv = Conv2d::with_options(p, &wts, &wq, bias.as_deref(), &opts).unwrap();
+        for on in [true, false] {
+            qkernels::gemm::set_igemm_enabled(on);
+            used |= conv.uses_igemm(batch, h, w);
+            let mut y = vec![0xA5u8; n_out + 1];
+            conv.run(&x, batch, h, w, xq, outq, relu, &mut y).unwrap();
+            assert_eq!(
+                &y[..n_out],
+                &want[..],
+                "{p:?} batch {batch} {h}x{w} isa {isa} igemm {on} w_zp {w_zp}"
+            );
+            assert_eq!(y[n_out], 0xA5, "wrote past the output");
+        }
+        qkernels::gemm::set_igemm_enabled(true);
+    }
+    used
+}
+
+#[test]
+fn igemm_battery_matches_reference() {
+    qkernels::isa::require_from_env().expect("QKERNELS_REQUIRE_ISA");
+    let isas = Isa::supported();
+    let vnni = Isa::Avx512Vnni.is_supported();
+    let mut rng = StdRng::seed_from_u64(0x16e3_0007);
+    let mut cases = 0;
+    let mut igemm = 0;
+    // (kh, kw)
+    let kernels = [(1, 1), (3, 3), (5, 5), (3, 1), (1, 5)];
+    for &(kh, kw) in &kernels {
+        for stride in [1, 2] {
+            for &ic in &[4usize, 8, 64, 68] {
+                let pad = rng.gen_range(0..=kh.max(kw) / 2 + 1);
+                let dil = if rng.gen_bool(0.3) { 2 } else { 1 };
+                let oc = [8usize, 64, 70, 130][rng.gen_range(0..4)];
+                let batch = rng.gen_range(1..=2);
+                let (h, w) = (rng.gen_range(3..=13) | 1, rng.gen_range(3..=13) | 1);
+                let p = Conv2dParams {
+                    in_channels: ic,
+                    out_channels: oc,
+                    kernel_h: kh,
+                    kernel_w: kw,
+                    stride_h: stride,
+                    stride_w: stride,
+                    pad_h: pad,
+                    pad_w: pad,
+                    dilation_h: dil,
+                    dilation_w: dil,
+                    groups: 1,
+                };
+                if p.output_size(h, w).is_err() {
+                    continue;
+                }
+                igemm += usize::from(run_case(&mut rng, p, batch, h, w, false, &isas));
+                cases += 1;
+            }
+        }
+    }
+    // Explicit shapes: ResNet stage-1 conv (scaled down), M tails of every length mod MR, a
+    // one-row tail (M = 7 = 6 + 1), M = 1, dilation 2 with padding, groups with IC/G % 4 == 0,
+    // and weight zero points (fallback).
+    let sq = Conv2dParams::square;
+    let extra: Vec<(Conv2dParams, usize, usize, usize, bool)> = vec![
+        (sq(64, 64, 3, 1, 1), 1, 14, 14, false),
+        (sq(64, 128, 3, 2, 1), 2, 9, 9, false),
+        (sq(64, 128, 1, 2, 0), 1, 11, 11, false),
+        (sq(8, 16, 3, 1, 1), 1, 1, 7, false),
+        (sq(8, 16, 3, 1, 1), 1, 1, 8, false),
+        (sq(8, 16, 3, 1, 1), 1, 1, 9, false),
+        (sq(8, 16, 3, 1, 1), 1, 1, 10, false),
+        (sq(8, 16, 3, 1, 1), 1, 1, 11, false),
+        (sq(8, 16, 3, 1, 1), 1, 1, 1, false),
+        (sq(8, 16, 3, 1, 0), 1, 3, 3, false),
+        (
+            Conv2dParams {
+                dilation_h: 2,
+                dilation_w: 2,
+                ..sq(68, 64, 3, 1, 2)
+            },
+            2,
+            7,
+            9,
+            false,
+        ),
+        (
+            Conv2dParams {
+                groups: 2,
+                ..sq(16, 24, 3, 1, 1)
+            },
+            1,
+            7,
+            7,
+            false,
+        ),
+        (sq(64, 64, 3, 1, 1), 1, 9, 9, true),
+        (sq(4, 64, 5, 2, 2), 2, 13, 11, true),
+    ];
+    for (p, batch, h, w, w_zp) in extra {
+        let used = run_case(&mut rng, p, batch, h, w, w_zp, &isas);
+        if vnni {
+            let m = batch * p.output_size(h, w).unwrap().0 * p.output_size(h, w).unwrap().1;
+            assert_eq!(used, !w_zp && m > 1, "{p:?} {batch} {h}x{w} w_zp {w_zp}");
+        }
+        igemm += usize::from(used);
+        cases += 1;
+    }
+    assert!(cases > 40, "{cases} cases");
+    if vnni {
+        assert!(igemm > 40, "only {igemm} of {cases} cases ran on IGEMM");
+    }
+}
