@@ -212,11 +212,10 @@ pub struct IgemmKernel {
 
 /// Every indirect-conv kernel compiled into this build (tests and benches iterate this list).
 pub fn all_igemm_kernels() -> Vec<&'static IgemmKernel> {
-    #[allow(unused_mut)]
-    let mut v: Vec<&'static IgemmKernel> = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    v.push(&x86_avx512vnni::U8S8S32_IGEMM_AVX512VNNI_6X64C4);
-    v
+    vec![
+        #[cfg(target_arch = "x86_64")]
+        &x86_avx512vnni::U8S8S32_IGEMM_AVX512VNNI_6X64C4,
+    ]
 }
 
 /// The indirect-conv companion of GEMM kernel `kernel` (reads the same packed B), if any.
