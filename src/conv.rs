@@ -20,12 +20,12 @@
 use crate::gemm::{
     ASource, GemmOptions, Matrix, PackedWeights, Residual, gemm_requant, gemm_requant_add,
 };
-use qkernels_kernels::ops::AddParams;
 use crate::validate::{
     check_capacity, check_len, check_nonzero, check_qparams_u8, checked_product,
 };
 use crate::{Accumulation, Error, Isa, QParams, Result, WeightQParams};
 use qkernels_kernels::depthwise::{self, DepthwisePacked, DwGeometry, DwRequant};
+use qkernels_kernels::ops::AddParams;
 use qkernels_ref::RequantParams;
 
 /// Hyper-parameters of a conv layer (independent of the input's spatial size and batch).

@@ -597,7 +597,16 @@ unsafe fn requant_add_tile_avx512(
             // SAFETY: one row of the caller's tile and output (contract); the row slice is
             // referenced by nothing else, `skip` does not overlap it; features enabled here.
             unsafe {
-                requant_tile_avx512(&tile[i * ld_tile..], ld_tile, 1, cols, &row_sums[i..], p, dst, ldc);
+                requant_tile_avx512(
+                    &tile[i * ld_tile..],
+                    ld_tile,
+                    1,
+                    cols,
+                    &row_sums[i..],
+                    p,
+                    dst,
+                    ldc,
+                );
                 let row = std::slice::from_raw_parts_mut(dst, cols);
                 ops::add_u8_inplace(row, skip, add.params, row_vec);
             }
@@ -665,7 +674,16 @@ unsafe fn requant_add_tile_avx2(
         if row_vec < cols {
             // SAFETY: as in `requant_add_tile_avx512`.
             unsafe {
-                requant_tile_avx2(&tile[i * ld_tile..], ld_tile, 1, cols, &row_sums[i..], p, dst, ldc);
+                requant_tile_avx2(
+                    &tile[i * ld_tile..],
+                    ld_tile,
+                    1,
+                    cols,
+                    &row_sums[i..],
+                    p,
+                    dst,
+                    ldc,
+                );
                 let row = std::slice::from_raw_parts_mut(dst, cols);
                 ops::add_u8_inplace(row, skip, add.params, row_vec);
             }
@@ -773,6 +791,110 @@ mod tests {
                     let mut got = vec![0u8; rows * cols];
                     requant_tile(isa, &tile, cols, rows, cols, &row_sums, &p, &mut got, cols);
                     assert_eq!(got, want, "{isa} cols={cols} case={case}");
+                }
+            }
+        }
+    }
+    /// The fused residual epilogue against requant-then-add element by element, with every
+    /// element on a (conv value, skip) pair where PyTorch's vector and scalar add formulas give
+    /// different bytes, so each position of the formula split (`vec_len`, counted on the flat
+    /// index `i·ldc + j`) is checked, on every ISA, with partial rows, ReLU and strided rows.
+    #[test]
+    fn fused_add_epilogue_applies_the_formula_rule_per_flat_index() {
+        // so = 2·sa: the two formulas disagree on 2.8 % of the pairs (docs/semantics.md).
+        let s = 0.009925744496285915f32;
+        for relu in [false, true] {
+            let ap = AddParams::new(s, 75, s, 61, 2.0 * s, 56, relu);
+            let pairs: Vec<(u8, u8)> = (0..=255u8)
+                .flat_map(|a| (0..=255u8).map(move |b| (a, b)))
+                .filter(|&(a, b)| ap.vector_elem(a, b) != ap.scalar_elem(a, b))
+                .collect();
+            assert!(pairs.len() > 100);
+            let out_zp = 3;
+            let mut next = 0usize;
+            for (rows, cols) in [
+                (1, 1),
+                (2, 7),
+                (3, 8),
+                (6, 9),
+                (2, 16),
+                (5, 17),
+                (4, 33),
+                (6, 64),
+            ] {
+                for pad in [0usize, 5] {
+                    let (ldc, ld_tile, ldskip) = (cols + pad, cols + 1, cols + 2 * pad);
+                    let mut tile = vec![0i32; rows * ld_tile];
+                    let mut skip = vec![0u8; rows * ldskip];
+                    let mut conv = vec![0u8; rows * cols];
+                    for i in 0..rows {
+                        for j in 0..cols {
+                            let (a, b) = pairs[next % pairs.len()];
+                            next += 7;
+                            // mult 1, no bias, no correction: requant(acc) = acc + out_zp.
+                            tile[i * ld_tile + j] = i32::from(a) - out_zp;
+                            skip[i * ldskip + j] = b;
+                            conv[i * cols + j] = a;
+                        }
+                    }
+                    let zero = vec![0i32; cols];
+                    let mult = vec![1.0f32; cols];
+                    let p = RequantCols {
+                        col_term: &zero,
+                        w_zp: None,
+                        bias: None,
+                        mult: &mult,
+                        out_zp,
+                        qmin: 0,
+                        qmax: 255,
+                    };
+                    let row_sums = vec![0i32; rows];
+                    let last = (rows - 1) * ldc + cols;
+                    let mut splits: Vec<usize> = (0..=last + 1).collect();
+                    splits.push(usize::MAX);
+                    for vec_len in splits {
+                        let want: Vec<u8> = (0..rows * ldc)
+                            .map(|t| {
+                                let (i, j) = (t / ldc, t % ldc);
+                                if j >= cols {
+                                    return 0xEE;
+                                }
+                                let (a, b) = (conv[i * cols + j], skip[i * ldskip + j]);
+                                if t < vec_len {
+                                    ap.vector_elem(a, b)
+                                } else {
+                                    ap.scalar_elem(a, b)
+                                }
+                            })
+                            .collect();
+                        let add = TileAdd {
+                            skip: &skip,
+                            ldskip,
+                            params: &ap,
+                            vec_len,
+                        };
+                        for isa in Isa::supported() {
+                            let mut got = vec![0xEEu8; rows * ldc];
+                            // SAFETY: `got` holds rows × ldc bytes, exclusively borrowed.
+                            unsafe {
+                                Epilogue::new(isa).requant_add_tile_raw(
+                                    &tile,
+                                    ld_tile,
+                                    rows,
+                                    cols,
+                                    &row_sums,
+                                    &p,
+                                    &add,
+                                    got.as_mut_ptr(),
+                                    ldc,
+                                )
+                            };
+                            assert_eq!(
+                                got, want,
+                                "{isa} rows={rows} cols={cols} ldc={ldc} vec_len={vec_len} relu={relu}"
+                            );
+                        }
+                    }
                 }
             }
         }
