@@ -370,14 +370,15 @@ pub fn correct_tile(
 }
 
 /// Requantizes lanes `j .. j + n` (`n ≤ 16`, mask `m` of the low `n` lanes) of one tile row
-/// `src` to `rne(clamp(y, lo, hi))` as i32, *before* the output zero point is added.
+/// `src` up to the clamped product `clamp(y, lo, hi)` (f32; NaN → 0), before rounding and the
+/// output zero point.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL enabled in the caller; lanes `j .. j + n` are inside `src` and every column
 /// slice of `p`; masked lanes are not accessed.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn requant16(
+unsafe fn requant16_clamped(
     src: *const i32,
     j: usize,
     n: usize,
@@ -386,7 +387,7 @@ unsafe fn requant16(
     p: &RequantCols<'_>,
     lo: __m512,
     hi: __m512,
-) -> __m512i {
+) -> __m512 {
     // SAFETY: per this fn's contract. Full vectors use plain loads (a masked load cannot take its
     // data from the microkernel's just-issued stores).
     unsafe {
@@ -415,7 +416,29 @@ unsafe fn requant16(
         let y = _mm512_mul_ps(x, ldf(p.mult.as_ptr()));
         let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y);
         let y = _mm512_maskz_mov_ps(ordered, y);
-        let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+        _mm512_min_ps(_mm512_max_ps(y, lo), hi)
+    }
+}
+
+/// [`requant16_clamped`] rounded half to even to i32 (zero point not yet added).
+///
+/// # Safety
+/// As [`requant16_clamped`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn requant16(
+    src: *const i32,
+    j: usize,
+    n: usize,
+    m: __mmask16,
+    rs: __m512i,
+    p: &RequantCols<'_>,
+    lo: __m512,
+    hi: __m512,
+) -> __m512i {
+    // SAFETY: per this fn's contract.
+    unsafe {
+        let y = requant16_clamped(src, j, n, m, rs, p, lo, hi);
         _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y)
     }
 }
@@ -561,8 +584,10 @@ unsafe fn requant_tile_avx2(
 }
 
 /// AVX-512 requantize + residual add ([`Epilogue::requant_add_tile_raw`]), 16 columns per
-/// vector, masked tails: the requantized lanes (`q` ∈ qmin..=qmax ⊂ 0..=255 as i32) go straight
-/// into the add's vector formula as `f32(q)`, with no u8 round trip. A row that reaches the
+/// vector, masked tails: the requantized lanes go straight into the add's vector formula as
+/// `f32(q) = roundscale(clamp(y)) + f32(zp)` (exact: `q` ∈ qmin..=qmax ⊂ 0..=255), with no u8
+/// or i32 round trip, and the add drops its conversion guard when the params allow it
+/// ([`AddParams::conversion_in_range`]). A row that reaches the
 /// scalar-formula tail of the tensor is requantized, then added in place by the row kernel with
 /// its local formula split.
 ///
@@ -585,7 +610,8 @@ unsafe fn requant_add_tile_avx512(
     use crate::ops::x86_avx512 as ops;
     let lo = _mm512_set1_ps((p.qmin - p.out_zp) as f32);
     let hi = _mm512_set1_ps((p.qmax - p.out_zp) as f32);
-    let zp = _mm512_set1_epi32(p.out_zp);
+    let zpf = _mm512_set1_ps(p.out_zp as f32);
+    let in_range = add.params.conversion_in_range();
     // SAFETY: AVX-512F enabled here.
     let k = unsafe { ops::AddConsts::new(add.params) };
     for i in 0..rows {
@@ -621,14 +647,22 @@ unsafe fn requant_add_tile_avx512(
             // SAFETY: lanes `j..j+n` are inside the row of `tile`, `skip`, `out` and every
             // column slice (lengths ≥ cols); masked lanes are not accessed.
             unsafe {
-                let q = _mm512_add_epi32(requant16(src, j, n, m, rs, p, lo, hi), zp);
+                // f32(q) = rne(clamp(y)) + zp, exact in f32 (small integers): round in float.
+                let y = requant16_clamped(src, j, n, m, rs, p, lo, hi);
+                let rounded =
+                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+                let fa = _mm512_add_ps(rounded, zpf);
                 let sb = if n == 16 {
                     _mm_loadu_si128(skip.as_ptr().add(j) as *const __m128i)
                 } else {
                     _mm_maskz_loadu_epi8(m, skip.as_ptr().add(j) as *const i8)
                 };
                 let fb = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sb));
-                let r = _mm512_cvtepi32_epi8(ops::add_lanes(_mm512_cvtepi32_ps(q), fb, &k));
+                let r = if in_range {
+                    ops::add_lanes_in_range_u8(fa, fb, &k)
+                } else {
+                    _mm512_cvtepi32_epi8(ops::add_lanes(fa, fb, &k))
+                };
                 if n == 16 {
                     _mm_storeu_si128(dst.add(j) as *mut __m128i, r);
                 } else {
@@ -895,6 +929,78 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        }
+    }
+    /// Every (conv value, skip) pair through the fused epilogue on every ISA, for qparams on both
+    /// sides of [`AddParams::conversion_in_range`] (the guard-free fast path and the guarded one)
+    /// and both formulas.
+    #[test]
+    fn fused_add_epilogue_matches_the_formulas_on_all_pairs() {
+        let s = 0.009925744496285915f32;
+        let params = [
+            AddParams::new(s, 75, s, 61, 2.0 * s, 56, false),
+            AddParams::new(s, 75, 0.0278, 61, 0.0301, 56, true),
+            // |t| up to ≈ 2.55e9: out of range, guarded path.
+            AddParams::new(1.0, 0, 1.0, 255, 1.0e-7, 128, false),
+            // inside the bound (|t| ≤ ≈ 7.7e8).
+            AddParams::new(1.0, 255, 1.0, 0, 1.0e-6, 0, true),
+            AddParams::new(1.0e-3, 3, 2.0e3, 250, 7.0, 200, false),
+        ];
+        assert!(params[0].conversion_in_range() && !params[2].conversion_in_range());
+        assert!(params[3].conversion_in_range());
+        let (rows, cols) = (1024, 64);
+        let out_zp = 0;
+        let tile: Vec<i32> = (0..rows * cols).map(|t| (t / 256) as i32).collect();
+        let skip: Vec<u8> = (0..rows * cols).map(|t| (t % 256) as u8).collect();
+        let zero = vec![0i32; cols];
+        let mult = vec![1.0f32; cols];
+        let p = RequantCols {
+            col_term: &zero,
+            w_zp: None,
+            bias: None,
+            mult: &mult,
+            out_zp,
+            qmin: 0,
+            qmax: 255,
+        };
+        let row_sums = vec![0i32; rows];
+        for ap in &params {
+            for vec_len in [0, usize::MAX] {
+                let want: Vec<u8> = (0..rows * cols)
+                    .map(|t| {
+                        let (a, b) = ((t / 256) as u8, (t % 256) as u8);
+                        if vec_len > 0 {
+                            ap.vector_elem(a, b)
+                        } else {
+                            ap.scalar_elem(a, b)
+                        }
+                    })
+                    .collect();
+                let add = TileAdd {
+                    skip: &skip,
+                    ldskip: cols,
+                    params: ap,
+                    vec_len,
+                };
+                for isa in Isa::supported() {
+                    let mut got = vec![0u8; rows * cols];
+                    // SAFETY: `got` holds rows × cols bytes, exclusively borrowed.
+                    unsafe {
+                        Epilogue::new(isa).requant_add_tile_raw(
+                            &tile,
+                            cols,
+                            rows,
+                            cols,
+                            &row_sums,
+                            &p,
+                            &add,
+                            got.as_mut_ptr(),
+                            cols,
+                        )
+                    };
+                    assert_eq!(got, want, "{isa} {ap:?} vec_len={vec_len}");
                 }
             }
         }

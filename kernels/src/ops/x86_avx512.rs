@@ -172,6 +172,28 @@ pub(crate) unsafe fn add_lanes(fa: __m512, fb: __m512, k: &AddConsts) -> __m512i
     }
 }
 
+/// [`add_lanes`] for params with [`AddParams::conversion_in_range`], narrowed to u8: without the
+/// ±65536 guard (it cannot change a result there) and with an unsigned saturating narrow
+/// (`vpmovusdb`) for the upper clamp. Same bytes as `_mm512_cvtepi32_epi8(add_lanes(..))`.
+///
+/// # Safety
+/// AVX-512F and FMA are enabled in the caller; `k` built from params in range.
+#[inline(always)]
+pub(crate) unsafe fn add_lanes_in_range_u8(fa: __m512, fb: __m512, k: &AddConsts) -> __m128i {
+    // SAFETY: AVX-512F + FMA enabled in every caller (contract).
+    unsafe {
+        let da = _mm512_fmadd_ps(k.sa, fa, k.pa);
+        let db = _mm512_fmadd_ps(k.sb, fb, k.pb);
+        let mut c = _mm512_add_ps(da, db);
+        if k.relu {
+            c = _mm512_max_ps(c, _mm512_setzero_ps());
+        }
+        let t = _mm512_mul_ps(c, k.inv);
+        let r = _mm512_add_epi32(_mm512_cvtps_epi32(t), k.zp);
+        _mm512_cvtusepi32_epi8(_mm512_max_epi32(r, _mm512_setzero_si512()))
+    }
+}
+
 #[inline(always)]
 unsafe fn add16(a: *const u8, b: *const u8, k: &AddConsts) -> __m128i {
     // SAFETY: AVX-512F + FMA enabled in every caller; `a`, `b` valid for 16 bytes.
