@@ -607,11 +607,46 @@ unsafe fn requant_add_tile_avx512(
     out: *mut u8,
     ldc: usize,
 ) {
+    let ap = add.params;
+    // SAFETY: this fn's contract, forwarded; features enabled here.
+    unsafe {
+        match (ap.conversion_in_range(), ap.relu) {
+            (true, true) => requant_add_rows_avx512::<true, true>(
+                tile, ld_tile, rows, cols, row_sums, p, add, out, ldc,
+            ),
+            (true, false) => requant_add_rows_avx512::<true, false>(
+                tile, ld_tile, rows, cols, row_sums, p, add, out, ldc,
+            ),
+            _ => requant_add_rows_avx512::<false, false>(
+                tile, ld_tile, rows, cols, row_sums, p, add, out, ldc,
+            ),
+        }
+    }
+}
+
+/// Body of [`requant_add_tile_avx512`] with the add's guard-free path (`IN_RANGE`, see
+/// [`AddParams::conversion_in_range`]) and its ReLU (`RELU`, used by the guard-free path only)
+/// resolved at compile time.
+///
+/// # Safety
+/// As [`requant_add_tile_avx512`] (AVX-512 F/BW/VL + FMA supported); `IN_RANGE` only when the params are in range, `RELU == add.params.relu` when `IN_RANGE`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn requant_add_rows_avx512<const IN_RANGE: bool, const RELU: bool>(
+    tile: &[i32],
+    ld_tile: usize,
+    rows: usize,
+    cols: usize,
+    row_sums: &[i32],
+    p: &RequantCols<'_>,
+    add: &TileAdd<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
     use crate::ops::x86_avx512 as ops;
     let lo = _mm512_set1_ps((p.qmin - p.out_zp) as f32);
     let hi = _mm512_set1_ps((p.qmax - p.out_zp) as f32);
     let zpf = _mm512_set1_ps(p.out_zp as f32);
-    let in_range = add.params.conversion_in_range();
     // SAFETY: AVX-512F enabled here.
     let k = unsafe { ops::AddConsts::new(add.params) };
     for i in 0..rows {
@@ -658,8 +693,8 @@ unsafe fn requant_add_tile_avx512(
                     _mm_maskz_loadu_epi8(m, skip.as_ptr().add(j) as *const i8)
                 };
                 let fb = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sb));
-                let r = if in_range {
-                    ops::add_lanes_in_range_u8(fa, fb, &k)
+                let r = if IN_RANGE {
+                    ops::add_lanes_in_range_u8::<RELU>(fa, fb, &k)
                 } else {
                     _mm512_cvtepi32_epi8(ops::add_lanes(fa, fb, &k))
                 };
@@ -944,12 +979,13 @@ mod tests {
             AddParams::new(s, 75, 0.0278, 61, 0.0301, 56, true),
             // |t| up to ≈ 2.55e9: out of range, guarded path.
             AddParams::new(1.0, 0, 1.0, 255, 1.0e-7, 128, false),
+            AddParams::new(1.0, 255, 1.0, 0, 1.0e-7, 3, true),
             // inside the bound (|t| ≤ ≈ 7.7e8).
             AddParams::new(1.0, 255, 1.0, 0, 1.0e-6, 0, true),
             AddParams::new(1.0e-3, 3, 2.0e3, 250, 7.0, 200, false),
         ];
         assert!(params[0].conversion_in_range() && !params[2].conversion_in_range());
-        assert!(params[3].conversion_in_range());
+        assert!(params[4].conversion_in_range() && !params[3].conversion_in_range());
         let (rows, cols) = (1024, 64);
         let out_zp = 0;
         let tile: Vec<i32> = (0..rows * cols).map(|t| (t / 256) as i32).collect();

@@ -177,15 +177,20 @@ pub(crate) unsafe fn add_lanes(fa: __m512, fb: __m512, k: &AddConsts) -> __m512i
 /// (`vpmovusdb`) for the upper clamp. Same bytes as `_mm512_cvtepi32_epi8(add_lanes(..))`.
 ///
 /// # Safety
-/// AVX-512F and FMA are enabled in the caller; `k` built from params in range.
+/// AVX-512F and FMA are enabled in the caller; `k` built from params in range; `RELU` equals
+/// their `relu`.
 #[inline(always)]
-pub(crate) unsafe fn add_lanes_in_range_u8(fa: __m512, fb: __m512, k: &AddConsts) -> __m128i {
+pub(crate) unsafe fn add_lanes_in_range_u8<const RELU: bool>(
+    fa: __m512,
+    fb: __m512,
+    k: &AddConsts,
+) -> __m128i {
     // SAFETY: AVX-512F + FMA enabled in every caller (contract).
     unsafe {
         let da = _mm512_fmadd_ps(k.sa, fa, k.pa);
         let db = _mm512_fmadd_ps(k.sb, fb, k.pb);
         let mut c = _mm512_add_ps(da, db);
-        if k.relu {
+        if RELU {
             c = _mm512_max_ps(c, _mm512_setzero_ps());
         }
         let t = _mm512_mul_ps(c, k.inv);
