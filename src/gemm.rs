@@ -10,7 +10,9 @@
 //!    convolution) and are packed per block; row sums are computed only when a weight zero
 //!    point is non-zero.
 //! 3. The microkernel produces i32 tiles; the epilogue applies the zero-point corrections and
-//!    requantizes (or stores raw i32).
+//!    requantizes (or stores raw i32) — and, for a conv's residual join (`Residual`, from
+//!    `Conv2d::run_add`), applies the quantized add to the tile's u8 values before storing them,
+//!    with PyTorch's vector/tail formula rule on the output's flat index.
 //!
 //! Results are bit-identical for every ISA and every thread count.
 
@@ -639,7 +641,8 @@ impl Drop for Scratch {
 ///     pack the A block (MC × K, ≤ A_BLOCK_BYTES, stays in L2), row sums if any w_zp ≠ 0
 ///     for each B panel of the chunk (K × NR, prepacked, streamed once per block)
 ///         for each A panel of the block (MR × K)
-///             microkernel → MR × NR i32 tile → zero-point correction + requant → output
+///             microkernel → MR × NR i32 tile → zero-point correction + requant
+///                         [+ residual add with the matching skip elements] → output
 /// ```
 ///
 /// M = 1 uses the kernel's single-row companion (same packed B). The partition into work items
