@@ -13,14 +13,20 @@
 //!   saturation when [`qkernels_ref::conv::conv_saturates`] says PyTorch saturates.
 //!
 //! [`Conv2d::run_add`] adds the ResNet residual join (conv → requant → add → ReLU) with bytes
-//! identical to the unfused PyTorch sequence.
+//! identical to the unfused PyTorch sequence. On the GEMM engine the add runs inside the
+//! driver's per-tile epilogue (L1-hot, in parallel with the GEMM); the depthwise engine runs it
+//! as a pass over its output.
 
-use crate::gemm::{ASource, GemmOptions, Indirect, Matrix, PackedWeights, gemm_requant};
+use crate::gemm::{
+    ASource, GemmOptions, Indirect, Matrix, PackedWeights, Residual, gemm_requant,
+    gemm_requant_add,
+};
 use crate::validate::{
     check_capacity, check_len, check_nonzero, check_qparams_u8, checked_product,
 };
 use crate::{Accumulation, Error, Isa, QParams, Result, WeightQParams};
 use qkernels_kernels::depthwise::{self, DepthwisePacked, DwGeometry, DwRequant};
+use qkernels_kernels::ops::AddParams;
 use qkernels_ref::RequantParams;
 
 /// Hyper-parameters of a conv layer (independent of the input's spatial size and batch).
@@ -298,6 +304,24 @@ impl Conv2d {
         relu: bool,
         out: &mut [u8],
     ) -> Result<()> {
+        self.run_impl(x, batch, h, w, x_q, out_q, relu, None, out)
+    }
+
+    /// [`Conv2d::run`], then (when `residual` is given) the in-place residual add of
+    /// [`Conv2d::run_add`]: `(skip, params)` with `skip` already checked to hold the output's
+    /// element count.
+    fn run_impl(
+        &self,
+        x: &[u8],
+        batch: usize,
+        h: usize,
+        w: usize,
+        x_q: QParams,
+        out_q: QParams,
+        relu: bool,
+        residual: Option<(&[u8], AddParams)>,
+        out: &mut [u8],
+    ) -> Result<()> {
         let p = &self.params;
         check_nonzero(batch, "conv batch")?;
         check_nonzero(h, "conv input height")?;
@@ -313,17 +337,34 @@ impl Conv2d {
         let groups = match &self.engine {
             Engine::Gemm(groups) => groups,
             Engine::Depthwise(dw) => {
-                self.run_depthwise(dw, x, &geo, x_q, out_q, relu, &mut out[..n_out]);
+                let out = &mut out[..n_out];
+                self.run_depthwise(dw, x, &geo, x_q, out_q, relu, out);
+                if let Some((skip, ap)) = residual {
+                    let tail_from = n_out / 64 * 64;
+                    crate::ops::add_inplace_on(self.opts.isa, out, skip, &ap, tail_from);
+                }
                 return Ok(());
             }
         };
+        // The add's formula rule is PyTorch's one-thread rule on the flat NHWC index.
+        let tail_from = n_out / 64 * 64;
         let ocg = p.out_channels / p.groups;
         let m = batch * oh * ow;
         for (g, pw) in groups.iter().enumerate() {
             let dst = &mut out[g * ocg..n_out];
+            // Group g writes columns g·ocg .. (g+1)·ocg of every row; its slices start there.
+            let res = residual.map(|(skip, params)| Residual {
+                skip: &skip[g * ocg..n_out],
+                ldskip: p.out_channels,
+                params,
+                tail_from: tail_from.saturating_sub(g * ocg),
+            });
             if is_direct_1x1(p) {
                 let a = Matrix::new(x, m, p.in_channels, p.in_channels)?;
-                gemm_requant(pw, &a, x_q, out_q, relu, dst, p.out_channels)?;
+                match res {
+                    None => gemm_requant(pw, &a, x_q, out_q, relu, dst, p.out_channels)?,
+                    Some(r) => gemm_requant_add(pw, &a, x_q, out_q, dst, p.out_channels, r)?,
+                }
             } else {
                 let a = Im2col {
                     geo,
@@ -333,7 +374,10 @@ impl Conv2d {
                     oh,
                     ow,
                 };
-                gemm_requant(pw, &a, x_q, out_q, relu, dst, p.out_channels)?;
+                match res {
+                    None => gemm_requant(pw, &a, x_q, out_q, relu, dst, p.out_channels)?,
+                    Some(r) => gemm_requant_add(pw, &a, x_q, out_q, dst, p.out_channels, r)?,
+                }
             }
         }
         Ok(())
@@ -453,8 +497,9 @@ impl Conv2d {
     /// Conv → requantize to `conv_q` → `quantized::add(conv_out, skip)` (→ ReLU when `relu`) to
     /// `out_q`: the ResNet residual join. The bytes equal the unfused PyTorch sequence
     /// (`qkernels_ref::add` on the conv's u8 output and `skip`, with the vector/tail formula
-    /// rule on the flattened NHWC index), because the conv's u8 output is formed first and the
-    /// add runs in place over it with the global rule.
+    /// rule on the flattened NHWC index), because each conv output byte is formed first and the
+    /// add is applied to it with the global rule — per GEMM tile in the driver's epilogue, or
+    /// as a pass over the output of the depthwise engine.
     ///
     /// `skip` is NHWC `[batch, OH, OW, OC]` with qparams `skip_q`.
     pub fn run_add(
@@ -476,10 +521,8 @@ impl Conv2d {
         let (oh, ow) = self.output_size(h, w)?;
         let n_out = checked_product(&[batch, oh, ow, self.params.out_channels], "conv output")?;
         check_len(skip.len(), n_out, "residual skip (NHWC)")?;
-        self.run(x, batch, h, w, x_q, conv_q, false, out)?;
         let p = crate::ops::add_params(conv_q, skip_q, out_q, relu);
-        crate::ops::add_inplace_on(self.opts.isa, &mut out[..n_out], skip, &p, n_out / 64 * 64);
-        Ok(())
+        self.run_impl(x, batch, h, w, x_q, conv_q, false, Some((skip, p)), out)
     }
 }
 

@@ -10,7 +10,9 @@
 //!    convolution) and are packed per block; row sums are computed only when a weight zero
 //!    point is non-zero.
 //! 3. The microkernel produces i32 tiles; the epilogue applies the zero-point corrections and
-//!    requantizes (or stores raw i32).
+//!    requantizes (or stores raw i32) — and, for a conv's residual join (`Residual`, from
+//!    `Conv2d::run_add`), applies the quantized add to the tile's u8 values before storing them,
+//!    with PyTorch's vector/tail formula rule on the output's flat index.
 //!
 //! Results are bit-identical for every ISA and every thread count.
 
@@ -20,7 +22,8 @@ use aligned_vec::{AVec, ConstAlign};
 use qkernels_kernels::gemm::{
     GemmKernel, IgemmKernel, a_is_row_major_u8, best_kernel, gemv_companion, igemm_companion,
 };
-use qkernels_kernels::requant::{Epilogue, RequantCols, correct_tile};
+use qkernels_kernels::ops::AddParams;
+use qkernels_kernels::requant::{Epilogue, RequantCols, TileAdd, correct_tile};
 use qkernels_ref::RequantParams;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -487,12 +490,27 @@ impl PackedWeights {
     }
 }
 
+/// A residual add fused into the u8 epilogue: every output element `(i, j)` becomes
+/// `quantized::add(requant(acc), skip[i·ldskip + j])`, computed per tile while it is L1-hot.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Residual<'s> {
+    /// The skip operand (`M` rows of `N` bytes, row stride `ldskip`).
+    pub skip: &'s [u8],
+    pub ldskip: usize,
+    /// The add's constants (conv output, skip and add output qparams, ReLU).
+    pub params: AddParams,
+    /// PyTorch's formula rule on the flat index `i·ldc + j` of the output: elements below
+    /// `tail_from` take the vector formula, the rest the scalar (tail) one.
+    pub tail_from: usize,
+}
+
 /// Where results go.
 enum Sink<'o> {
     U8 {
         out: &'o mut [u8],
         rq: Arc<RequantParams>,
         col_term: Arc<Vec<i32>>,
+        residual: Option<Residual<'o>>,
     },
     I32 {
         out: &'o mut [i32],
@@ -539,7 +557,44 @@ pub fn gemm_requant(
     check_qparams_u8(out_q, "output")?;
     check_out(m, pw.n, ldc, out.len())?;
     let (rq, col_term) = pw.epilogue_constants(a_q, out_q, relu);
-    run(pw, a, Sink::U8 { out, rq, col_term }, ldc);
+    let sink = Sink::U8 {
+        out,
+        rq,
+        col_term,
+        residual: None,
+    };
+    run(pw, a, sink, ldc);
+    Ok(())
+}
+
+/// [`gemm_requant`] (no ReLU) with a residual add fused into the epilogue: `out[i·ldc + j] =
+/// add(requant(…), res.skip[i·res.ldskip + j])` — the same bytes as the GEMM followed by an
+/// in-place add pass with the formula rule `res.tail_from` on the output's flat index.
+pub(crate) fn gemm_requant_add(
+    pw: &PackedWeights,
+    a: &dyn ASource,
+    a_q: QParams,
+    out_q: QParams,
+    out: &mut [u8],
+    ldc: usize,
+    residual: Residual<'_>,
+) -> Result<()> {
+    let m = check_a(pw, a)?;
+    check_qparams_u8(a_q, "input")?;
+    check_qparams_u8(out_q, "output")?;
+    check_out(m, pw.n, ldc, out.len())?;
+    if residual.ldskip < pw.n {
+        return crate::invalid!("skip leading dimension {} < N {}", residual.ldskip, pw.n);
+    }
+    check_out(m, pw.n, residual.ldskip, residual.skip.len())?;
+    let (rq, col_term) = pw.epilogue_constants(a_q, out_q, false);
+    let sink = Sink::U8 {
+        out,
+        rq,
+        col_term,
+        residual: Some(residual),
+    };
+    run(pw, a, sink, ldc);
     Ok(())
 }
 
@@ -771,7 +826,8 @@ impl Drop for Scratch {
 ///     pack the A block (MC × K, ≤ A_BLOCK_BYTES, stays in L2), row sums if any w_zp ≠ 0
 ///     for each B panel of the chunk (K × NR, prepacked, streamed once per block)
 ///         for each A panel of the block (MR × K)
-///             microkernel → MR × NR i32 tile → zero-point correction + requant → output
+///             microkernel → MR × NR i32 tile → zero-point correction + requant
+///                         [+ residual add with the matching skip elements] → output
 /// ```
 ///
 /// M = 1 uses the kernel's single-row companion (same packed B). The partition into work items
@@ -824,10 +880,12 @@ fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
         .collect();
     let parallel = threads > 1 && items.len() > 1;
     match sink {
-        Sink::U8 { out, rq, .. } => {
+        Sink::U8 {
+            out, rq, residual, ..
+        } => {
             let base = OutPtr(out.as_mut_ptr());
             let run_item = |s: &mut Scratch, item: (usize, usize)| {
-                item_u8(&plan, s, item, base, &rq);
+                item_u8(&plan, s, item, base, &rq, residual.as_ref());
             };
             if parallel {
                 items
@@ -1041,6 +1099,7 @@ fn item_u8(
     (ib, jb): (usize, usize),
     base: OutPtr<u8>,
     rq: &RequantParams,
+    residual: Option<&Residual<'_>>,
 ) {
     let kern = plan.kern;
     let (mr, nr) = (kern.mr, kern.nr);
@@ -1053,30 +1112,71 @@ fn item_u8(
         for ip in 0..rows.div_ceil(mr) {
             let (r, cols) = tile(plan, s, rows, ip, p);
             let i0 = ip * mr;
-            let cols_p = RequantCols {
-                col_term: &plan.col_term[j0..j0 + cols],
-                w_zp: plan.pw.any_w_zp.then(|| &plan.pw.w_zp[j0..j0 + cols]),
-                bias: rq.bias_acc.as_ref().map(|b| &b[j0..j0 + cols]),
-                mult: &rq.mult[j0..j0 + cols],
-                out_zp: rq.out_zp,
-                qmin: rq.qmin,
-                qmax: rq.qmax,
-            };
-            // SAFETY: rows `row0+i0 .. +r` (< M) × columns `j0 .. j0+cols` (≤ N ≤ ldc) are
-            // inside the output validated by `check_out`, and belong to this work item only (no
-            // other item and no reference touches them during the call).
-            unsafe {
-                plan.epilogue.requant_tile_raw(
+            epilogue(plan, s, rq, residual, (row0 + i0, i0, j0), (r, cols), base);
+        }
+    }
+}
+
+/// The epilogue of one `r × cols` tile in `s.tile` (the driver's one entry point per tile):
+/// zero-point correction + requant, and the fused residual add when there is one. `row` is the
+/// tile's first output row, `i0` its offset in the block (row sums), `j0` its first column.
+#[inline]
+fn epilogue(
+    plan: &Plan<'_>,
+    s: &Scratch,
+    rq: &RequantParams,
+    residual: Option<&Residual<'_>>,
+    (row, i0, j0): (usize, usize, usize),
+    (r, cols): (usize, usize),
+    base: OutPtr<u8>,
+) {
+    let nr = plan.kern.nr;
+    let cols_p = RequantCols {
+        col_term: &plan.col_term[j0..j0 + cols],
+        w_zp: plan.pw.any_w_zp.then(|| &plan.pw.w_zp[j0..j0 + cols]),
+        bias: rq.bias_acc.as_ref().map(|b| &b[j0..j0 + cols]),
+        mult: &rq.mult[j0..j0 + cols],
+        out_zp: rq.out_zp,
+        qmin: rq.qmin,
+        qmax: rq.qmax,
+    };
+    let flat0 = row * plan.ldc + j0;
+    // SAFETY: rows `row .. row + r` (< M) × columns `j0 .. j0 + cols` (≤ N ≤ ldc) are inside the
+    // output validated by `check_out`, and belong to this work item only (no other item and no
+    // reference touches them during the call). The skip slice is a shared borrow distinct from
+    // the exclusively borrowed output, so they cannot overlap.
+    unsafe {
+        let out = base.0.add(flat0);
+        match residual {
+            None => plan.epilogue.requant_tile_raw(
+                &s.tile,
+                nr,
+                r,
+                cols,
+                &s.row_sums[i0..],
+                &cols_p,
+                out,
+                plan.ldc,
+            ),
+            Some(res) => {
+                let add = TileAdd {
+                    skip: &res.skip[row * res.ldskip + j0..],
+                    ldskip: res.ldskip,
+                    params: &res.params,
+                    vec_len: res.tail_from.saturating_sub(flat0),
+                };
+                plan.epilogue.requant_add_tile_raw(
                     &s.tile,
                     nr,
                     r,
                     cols,
                     &s.row_sums[i0..],
                     &cols_p,
-                    base.0.add((row0 + i0) * plan.ldc + j0),
+                    &add,
+                    out,
                     plan.ldc,
                 )
-            };
+            }
         }
     }
 }

@@ -377,3 +377,129 @@ fn im2col_fill_matches_reference_rows_for_any_k_range() {
         done += 1;
     }
 }
+
+/// The residual add fused into the GEMM epilogue against conv-then-add, on shapes where
+/// PyTorch's formula rule matters: output lengths that are not multiples of 64 (the last
+/// `n_out % 64` elements by *flat* NHWC index take the scalar formula, and that tail starts in
+/// the middle of a row and of a microkernel tile), odd channel counts (partial tiles), batch > 1,
+/// grouped convs, the 1×1 direct path, GEMV-sized outputs, 1 and 3 threads. Uses qparams where
+/// the two formulas disagree on 2.8 % of the pairs as well as random ones, and compares against
+/// both the reference and the unfused API (`run` + `add_u8_with_isa`).
+#[test]
+fn fused_run_add_matches_unfused_conv_then_add_on_tail_shapes() {
+    let isas = isas();
+    let mut rng = StdRng::seed_from_u64(0xc0de_0007);
+    let pools: Vec<rayon::ThreadPool> = [1, 3]
+        .iter()
+        .map(|&t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .expect("rayon pool")
+        })
+        .collect();
+    // (params, batch, h, w)
+    let shapes = [
+        (Conv2dParams::square(16, 37, 3, 1, 1), 2, 9, 7),
+        (Conv2dParams::square(8, 65, 1, 1, 0), 3, 5, 5),
+        (Conv2dParams::square(24, 64, 3, 1, 1), 2, 11, 13),
+        (Conv2dParams::square(13, 70, 3, 2, 1), 1, 15, 15),
+        (Conv2dParams::square(32, 127, 1, 2, 0), 2, 7, 9),
+        (Conv2dParams::square(64, 129, 3, 1, 1), 1, 3, 5),
+        (Conv2dParams::square(20, 7, 1, 1, 0), 1, 1, 1),
+        (
+            Conv2dParams {
+                groups: 2,
+                ..Conv2dParams::square(12, 18, 3, 1, 1)
+            },
+            2,
+            6,
+            7,
+        ),
+    ];
+    // `so = 2·sa`: PyTorch's vector and scalar formulas disagree on 2.8 % of the pairs
+    // (docs/semantics.md, tie2-summary).
+    let tie2 = (
+        QParams::new(0.009925744496285915, 75),
+        QParams::new(0.009925744496285915, 61),
+        QParams::new(2.0 * 0.009925744496285915, 56),
+    );
+    let mut tail_sensitive = 0;
+    for (p, batch, h, w) in shapes {
+        for variant in 0..3 {
+            let mut c = fill_case(&mut rng, p, batch, h, w);
+            let (oh, ow) = p.output_size(h, w).unwrap();
+            let n_out = batch * oh * ow * p.out_channels;
+            let skip: Vec<u8> = (0..n_out).map(|_| rng.r#gen()).collect();
+            let (skip_q, add_q) = if variant == 0 {
+                c.outq = tie2.0;
+                (tie2.1, tie2.2)
+            } else {
+                (
+                    QParams::new(scale(&mut rng, -2.0, 0.0), rng.gen_range(0..=255)),
+                    QParams::new(scale(&mut rng, -2.0, 0.0), rng.gen_range(0..=255)),
+                )
+            };
+            let relu = variant != 2;
+            let mode = Accumulation::Exact;
+            let conv_ref = r::conv2d_nhwc(
+                &p.geometry(batch, h, w),
+                &c.x,
+                c.xq,
+                &c.wts,
+                &c.wq,
+                c.bias.as_deref(),
+                c.outq,
+                false,
+                mode,
+            );
+            let want = r::add(&conv_ref, c.outq, &skip, skip_q, add_q, relu);
+            // Does the rule matter here (would the vector formula on the tail change a byte)?
+            let tail = n_out / 64 * 64;
+            if (tail..n_out).any(|i| {
+                r::ops::add_element_vector(conv_ref[i], c.outq, skip[i], skip_q, add_q, relu)
+                    != want[i]
+            }) {
+                tail_sensitive += 1;
+            }
+            for &isa in &isas {
+                let opts = ConvOptions {
+                    isa,
+                    accumulation: mode,
+                };
+                let conv =
+                    Conv2d::with_options(p, &c.wts, &c.wq, c.bias.as_deref(), &opts).unwrap();
+                for pool in &pools {
+                    let t = pool.current_num_threads();
+                    let (fused, unfused) = pool.install(|| {
+                        let mut fused = vec![0u8; n_out];
+                        conv.run_add(
+                            &c.x, batch, h, w, c.xq, c.outq, &skip, skip_q, add_q, relu, &mut fused,
+                        )
+                        .unwrap();
+                        let mut y = vec![0u8; n_out];
+                        conv.run(&c.x, batch, h, w, c.xq, c.outq, false, &mut y)
+                            .unwrap();
+                        let mut unfused = vec![0u8; n_out];
+                        qkernels::ops::add_u8_with_isa(
+                            isa,
+                            &y,
+                            c.outq,
+                            &skip,
+                            skip_q,
+                            add_q,
+                            relu,
+                            &mut unfused,
+                        )
+                        .unwrap();
+                        (fused, unfused)
+                    });
+                    let what = format!("{p:?} batch {batch} variant {variant} isa {isa} t {t}");
+                    assert_eq!(unfused, want, "unfused {what}");
+                    assert_eq!(fused, want, "fused {what}");
+                }
+            }
+        }
+    }
+    assert!(tail_sensitive > 0, "no case exercised the tail formula");
+}

@@ -17,6 +17,14 @@
 //! adds the zero point and narrows to u8. Parameters outside the u8 range (never produced by the
 //! validated API) take the scalar path, which is the reference formula itself.
 //!
+//! **Fused residual add.** [`Epilogue::requant_add_tile_raw`] also applies a ResNet residual
+//! join, `quantized::add(conv_out, skip)` (+ ReLU), to the tile while it is L1-hot: the conv's
+//! u8 value `q` of an element is formed exactly as above and then fed to the add as `f32(q)`
+//! (exact, `q` ∈ 0..=255), so the bytes equal conv-then-add. The add's two formulas are chosen by
+//! the element's *flat* index in the output tensor ([`TileAdd::vec_len`]), as PyTorch's
+//! one-thread `qadd_kernel` does; a separate pass over the whole output (re-read from L2/L3, on
+//! one thread) is no longer needed, and the add runs in parallel with the GEMM.
+//!
 //! Every function here is safe: the ISA is checked per tile (a cached feature test), and
 //! unsupported ISAs run the scalar code, which computes the same bytes.
 
@@ -24,6 +32,7 @@
 use std::arch::x86_64::*;
 
 use crate::isa::Isa;
+use crate::ops::AddParams;
 
 /// Per-column constants of one requantization, sliced to the columns of the tile.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +48,22 @@ pub struct RequantCols<'a> {
     pub out_zp: i32,
     pub qmin: i32,
     pub qmax: i32,
+}
+
+/// The residual add fused into one tile's epilogue: `out[i·ldc + j] = add(q[i][j],
+/// skip[i·ldskip + j])`, where `q` is the tile's requantized u8 value.
+#[derive(Clone, Copy, Debug)]
+pub struct TileAdd<'a> {
+    /// The skip operand from the tile's element (0, 0); row `i` starts at `i·ldskip`.
+    pub skip: &'a [u8],
+    /// Row stride of `skip`.
+    pub ldskip: usize,
+    /// The add's constants (qparams of the conv output, the skip and the add's output).
+    pub params: &'a AddParams,
+    /// Formula rule: tile element `(i, j)` takes the vector (FMA) formula iff
+    /// `i·ldc + j < vec_len` (`ldc` is the output row stride, so `i·ldc + j` is the element's
+    /// flat index relative to the tile's first element), else the scalar one.
+    pub vec_len: usize,
 }
 
 /// Corrected accumulator of one element (reference formula).
@@ -97,6 +122,9 @@ enum Level {
     Avx2,
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// Scalar requantization, NEON residual add.
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Epilogue {
@@ -111,6 +139,12 @@ impl Epilogue {
             }
             if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && Isa::Avx2.is_supported() {
                 return Epilogue { level: Level::Avx2 };
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if matches!(isa, Isa::Neon | Isa::NeonDot | Isa::NeonI8mm) && Isa::Neon.is_supported() {
+                return Epilogue { level: Level::Neon };
             }
         }
         let _ = isa;
@@ -173,6 +207,78 @@ impl Epilogue {
                     }
                 }
             }
+        }
+    }
+
+    /// [`Epilogue::requant_tile_raw`] followed by the residual add `add` on the same elements:
+    /// `out[i·ldc + j] = add(requant(tile[i][j]), skip[i·ldskip + j])`, one pass over the tile.
+    ///
+    /// # Safety
+    /// As [`Epilogue::requant_tile_raw`]; `add.skip` does not overlap the output bytes.
+    #[inline]
+    pub unsafe fn requant_add_tile_raw(
+        &self,
+        tile: &[i32],
+        ld_tile: usize,
+        rows: usize,
+        cols: usize,
+        row_sums: &[i32],
+        p: &RequantCols<'_>,
+        add: &TileAdd<'_>,
+        out: *mut u8,
+        ldc: usize,
+    ) {
+        assert!(cols <= ld_tile && row_sums.len() >= rows);
+        assert!(rows == 0 || tile.len() >= (rows - 1) * ld_tile + cols);
+        assert!(rows == 0 || add.skip.len() >= (rows - 1) * add.ldskip + cols);
+        assert!(p.col_term.len() >= cols && p.mult.len() >= cols);
+        assert!(p.w_zp.is_none_or(|z| z.len() >= cols));
+        assert!(p.bias.is_none_or(|b| b.len() >= cols));
+        match self.level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 if params_in_u8_range(p) => {
+                // SAFETY: `Level::Avx512` implies AVX-512 F/BW/VL + FMA (`Isa::Avx512Vnni`
+                // includes AVX2 + FMA); lengths asserted above; `out` per this fn's contract.
+                unsafe {
+                    requant_add_tile_avx512(tile, ld_tile, rows, cols, row_sums, p, add, out, ldc)
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 | Level::Avx512 if params_in_u8_range(p) => {
+                // SAFETY: both levels imply AVX2 + FMA support; as above.
+                unsafe {
+                    requant_add_tile_avx2(tile, ld_tile, rows, cols, row_sums, p, add, out, ldc)
+                }
+            }
+            _ => {
+                // SAFETY: per this fn's contract.
+                unsafe { self.requant_tile_raw(tile, ld_tile, rows, cols, row_sums, p, out, ldc) };
+                for i in 0..rows {
+                    // SAFETY: row `i < rows` of the caller's output (`cols` bytes), written just
+                    // above and referenced by nothing else; `skip` does not overlap it.
+                    let row = unsafe { std::slice::from_raw_parts_mut(out.add(i * ldc), cols) };
+                    let skip = &add.skip[i * add.ldskip..][..cols];
+                    let vec_len = add.vec_len.saturating_sub(i * ldc);
+                    self.add_row(row, skip, add.params, vec_len);
+                }
+            }
+        }
+    }
+
+    /// In-place residual add of one output row (the generic half of
+    /// [`Epilogue::requant_add_tile_raw`]): elements below `vec_len` take the vector formula.
+    #[inline]
+    fn add_row(&self, row: &mut [u8], skip: &[u8], p: &AddParams, vec_len: usize) {
+        match self.level {
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: `Level::Neon` is only constructed when NEON is supported; equal lengths.
+            Level::Neon => unsafe { crate::ops::arm_neon::add_u8_inplace(row, skip, p, vec_len) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: both levels imply AVX2 + FMA support; equal lengths.
+            Level::Avx2 | Level::Avx512 => unsafe {
+                crate::ops::x86_avx2::add_u8_inplace(row, skip, p, vec_len)
+            },
+            _ => crate::ops::scalar::add_u8_inplace(row, skip, p, vec_len),
         }
     }
 }
@@ -263,6 +369,80 @@ pub fn correct_tile(
     }
 }
 
+/// Requantizes lanes `j .. j + n` (`n ≤ 16`, mask `m` of the low `n` lanes) of one tile row
+/// `src` up to the clamped product `clamp(y, lo, hi)` (f32; NaN → 0), before rounding and the
+/// output zero point.
+///
+/// # Safety
+/// AVX-512 F/BW/VL enabled in the caller; lanes `j .. j + n` are inside `src` and every column
+/// slice of `p`; masked lanes are not accessed.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn requant16_clamped(
+    src: *const i32,
+    j: usize,
+    n: usize,
+    m: __mmask16,
+    rs: __m512i,
+    p: &RequantCols<'_>,
+    lo: __m512,
+    hi: __m512,
+) -> __m512 {
+    // SAFETY: per this fn's contract. Full vectors use plain loads (a masked load cannot take its
+    // data from the microkernel's just-issued stores).
+    unsafe {
+        let ld = |ptr: *const i32| {
+            if n == 16 {
+                _mm512_loadu_si512(ptr.add(j) as *const __m512i)
+            } else {
+                _mm512_maskz_loadu_epi32(m, ptr.add(j))
+            }
+        };
+        let ldf = |ptr: *const f32| {
+            if n == 16 {
+                _mm512_loadu_ps(ptr.add(j))
+            } else {
+                _mm512_maskz_loadu_ps(m, ptr.add(j))
+            }
+        };
+        let mut raw = _mm512_sub_epi32(ld(src), ld(p.col_term.as_ptr()));
+        if let Some(z) = p.w_zp {
+            raw = _mm512_sub_epi32(raw, _mm512_mullo_epi32(rs, ld(z.as_ptr())));
+        }
+        let mut x = _mm512_cvtepi32_ps(raw);
+        if let Some(b) = p.bias {
+            x = _mm512_add_ps(x, ldf(b.as_ptr()));
+        }
+        let y = _mm512_mul_ps(x, ldf(p.mult.as_ptr()));
+        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y);
+        let y = _mm512_maskz_mov_ps(ordered, y);
+        _mm512_min_ps(_mm512_max_ps(y, lo), hi)
+    }
+}
+
+/// [`requant16_clamped`] rounded half to even to i32 (zero point not yet added).
+///
+/// # Safety
+/// As [`requant16_clamped`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn requant16(
+    src: *const i32,
+    j: usize,
+    n: usize,
+    m: __mmask16,
+    rs: __m512i,
+    p: &RequantCols<'_>,
+    lo: __m512,
+    hi: __m512,
+) -> __m512i {
+    // SAFETY: per this fn's contract.
+    unsafe {
+        let y = requant16_clamped(src, j, n, m, rs, p, lo, hi);
+        _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y)
+    }
+}
+
 /// AVX-512 epilogue, 16 columns per vector, masked tails.
 ///
 /// # Safety
@@ -294,38 +474,9 @@ unsafe fn requant_tile_avx512(
             let n = (cols - j).min(16);
             let m: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
             // SAFETY: lanes `j..j+n` are inside the row of `tile`, `out` and every column slice
-            // (lengths ≥ cols); masked lanes are not accessed. Full vectors use plain loads (a
-            // masked load cannot take its data from the microkernel's just-issued stores).
+            // (lengths ≥ cols); masked lanes are not accessed.
             unsafe {
-                let ld = |ptr: *const i32| {
-                    if n == 16 {
-                        _mm512_loadu_si512(ptr.add(j) as *const __m512i)
-                    } else {
-                        _mm512_maskz_loadu_epi32(m, ptr.add(j))
-                    }
-                };
-                let ldf = |ptr: *const f32| {
-                    if n == 16 {
-                        _mm512_loadu_ps(ptr.add(j))
-                    } else {
-                        _mm512_maskz_loadu_ps(m, ptr.add(j))
-                    }
-                };
-                let mut raw = _mm512_sub_epi32(ld(src), ld(p.col_term.as_ptr()));
-                if let Some(z) = p.w_zp {
-                    raw = _mm512_sub_epi32(raw, _mm512_mullo_epi32(rs, ld(z.as_ptr())));
-                }
-                let mut x = _mm512_cvtepi32_ps(raw);
-                if let Some(b) = p.bias {
-                    x = _mm512_add_ps(x, ldf(b.as_ptr()));
-                }
-                let y = _mm512_mul_ps(x, ldf(p.mult.as_ptr()));
-                let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y);
-                let y = _mm512_maskz_mov_ps(ordered, y);
-                let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-                let r = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                    y,
-                );
+                let r = requant16(src, j, n, m, rs, p, lo, hi);
                 let q = _mm512_cvtepi32_epi8(_mm512_add_epi32(r, zp));
                 if n == 16 {
                     _mm_storeu_si128(dst.add(j) as *mut __m128i, q);
@@ -335,6 +486,59 @@ unsafe fn requant_tile_avx512(
             }
             j += 16;
         }
+    }
+}
+
+/// Requantizes lanes `j .. j + 8` of one tile row `src` to `rne(clamp(y, lo, hi))` as i32,
+/// *before* the output zero point is added.
+///
+/// # Safety
+/// AVX2 enabled in the caller; lanes `j .. j + 8` are inside `src` and every column slice of `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn requant8(
+    src: *const i32,
+    j: usize,
+    rs: __m256i,
+    p: &RequantCols<'_>,
+    lo: __m256,
+    hi: __m256,
+) -> __m256i {
+    // SAFETY: per this fn's contract.
+    unsafe {
+        let ld = |s: *const i32| _mm256_loadu_si256(s.add(j) as *const __m256i);
+        let mut raw = _mm256_sub_epi32(ld(src), ld(p.col_term.as_ptr()));
+        if let Some(z) = p.w_zp {
+            raw = _mm256_sub_epi32(raw, _mm256_mullo_epi32(rs, ld(z.as_ptr())));
+        }
+        let mut x = _mm256_cvtepi32_ps(raw);
+        if let Some(b) = p.bias {
+            x = _mm256_add_ps(x, _mm256_loadu_ps(b.as_ptr().add(j)));
+        }
+        let y = _mm256_mul_ps(x, _mm256_loadu_ps(p.mult.as_ptr().add(j)));
+        let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(y, y);
+        let y = _mm256_andnot_ps(nan, y);
+        let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+        _mm256_cvtps_epi32(y)
+    }
+}
+
+/// Narrows 8 i32 lanes in 0..=255 to 8 bytes at `dst`.
+///
+/// # Safety
+/// AVX2 enabled in the caller; `dst` valid for 8 bytes of writes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store8(dst: *mut u8, r: __m256i) {
+    // SAFETY: per this fn's contract.
+    unsafe {
+        let w = _mm256_packs_epi32(r, r);
+        let b8 = _mm256_packus_epi16(w, w);
+        let q = _mm_unpacklo_epi32(
+            _mm256_castsi256_si128(b8),
+            _mm256_extracti128_si256::<1>(b8),
+        );
+        _mm_storel_epi64(dst as *mut __m128i, q);
     }
 }
 
@@ -366,27 +570,8 @@ unsafe fn requant_tile_avx2(
         for j in (0..full).step_by(8) {
             // SAFETY: `j + 8 ≤ cols`: every 8-lane load/store is inside its row or column slice.
             unsafe {
-                let ld = |s: *const i32| _mm256_loadu_si256(s.add(j) as *const __m256i);
-                let mut raw = _mm256_sub_epi32(ld(src), ld(p.col_term.as_ptr()));
-                if let Some(z) = p.w_zp {
-                    raw = _mm256_sub_epi32(raw, _mm256_mullo_epi32(rs, ld(z.as_ptr())));
-                }
-                let mut x = _mm256_cvtepi32_ps(raw);
-                if let Some(b) = p.bias {
-                    x = _mm256_add_ps(x, _mm256_loadu_ps(b.as_ptr().add(j)));
-                }
-                let y = _mm256_mul_ps(x, _mm256_loadu_ps(p.mult.as_ptr().add(j)));
-                let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(y, y);
-                let y = _mm256_andnot_ps(nan, y);
-                let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
-                let r = _mm256_add_epi32(_mm256_cvtps_epi32(y), zp);
-                let w = _mm256_packs_epi32(r, r);
-                let b8 = _mm256_packus_epi16(w, w);
-                let q = _mm_unpacklo_epi32(
-                    _mm256_castsi256_si128(b8),
-                    _mm256_extracti128_si256::<1>(b8),
-                );
-                _mm_storel_epi64(dst.add(j) as *mut __m128i, q);
+                let r = _mm256_add_epi32(requant8(src, j, rs, p, lo, hi), zp);
+                store8(dst.add(j), r);
             }
         }
         for j in full..cols {
@@ -394,6 +579,203 @@ unsafe fn requant_tile_avx2(
             let raw = correct(tile[i * ld_tile + j], p.col_term[j], row_sums[i], wz);
             // SAFETY: `j < cols` in row `i < rows` of the caller's output.
             unsafe { *dst.add(j) = requant_one(raw, j, p) };
+        }
+    }
+}
+
+/// AVX-512 requantize + residual add ([`Epilogue::requant_add_tile_raw`]), 16 columns per
+/// vector, masked tails: the requantized lanes go straight into the add's vector formula as
+/// `f32(q) = roundscale(clamp(y)) + f32(zp)` (exact: `q` ∈ qmin..=qmax ⊂ 0..=255), with no u8
+/// or i32 round trip, and the add drops its conversion guard when the params allow it
+/// ([`AddParams::conversion_in_range`]). A row that reaches the
+/// scalar-formula tail of the tensor is requantized, then added in place by the row kernel with
+/// its local formula split.
+///
+/// # Safety
+/// AVX-512 F/BW/VL and FMA supported; otherwise as [`requant_tile_avx512`]; `add.skip` holds
+/// `(rows − 1)·ldskip + cols` bytes and does not overlap the output.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn requant_add_tile_avx512(
+    tile: &[i32],
+    ld_tile: usize,
+    rows: usize,
+    cols: usize,
+    row_sums: &[i32],
+    p: &RequantCols<'_>,
+    add: &TileAdd<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
+    let ap = add.params;
+    // SAFETY: this fn's contract, forwarded; features enabled here.
+    unsafe {
+        match (ap.conversion_in_range(), ap.relu) {
+            (true, true) => requant_add_rows_avx512::<true, true>(
+                tile, ld_tile, rows, cols, row_sums, p, add, out, ldc,
+            ),
+            (true, false) => requant_add_rows_avx512::<true, false>(
+                tile, ld_tile, rows, cols, row_sums, p, add, out, ldc,
+            ),
+            _ => requant_add_rows_avx512::<false, false>(
+                tile, ld_tile, rows, cols, row_sums, p, add, out, ldc,
+            ),
+        }
+    }
+}
+
+/// Body of [`requant_add_tile_avx512`] with the add's guard-free path (`IN_RANGE`, see
+/// [`AddParams::conversion_in_range`]) and its ReLU (`RELU`, used by the guard-free path only)
+/// resolved at compile time.
+///
+/// # Safety
+/// As [`requant_add_tile_avx512`] (AVX-512 F/BW/VL + FMA supported); `IN_RANGE` only when the params are in range, `RELU == add.params.relu` when `IN_RANGE`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn requant_add_rows_avx512<const IN_RANGE: bool, const RELU: bool>(
+    tile: &[i32],
+    ld_tile: usize,
+    rows: usize,
+    cols: usize,
+    row_sums: &[i32],
+    p: &RequantCols<'_>,
+    add: &TileAdd<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
+    use crate::ops::x86_avx512 as ops;
+    let lo = _mm512_set1_ps((p.qmin - p.out_zp) as f32);
+    let hi = _mm512_set1_ps((p.qmax - p.out_zp) as f32);
+    let zpf = _mm512_set1_ps(p.out_zp as f32);
+    // SAFETY: AVX-512F enabled here.
+    let k = unsafe { ops::AddConsts::new(add.params) };
+    for i in 0..rows {
+        let skip = &add.skip[i * add.ldskip..][..cols];
+        // SAFETY: row `i < rows` of the caller's output (contract of this fn).
+        let dst = unsafe { out.add(i * ldc) };
+        let row_vec = add.vec_len.saturating_sub(i * ldc);
+        if row_vec < cols {
+            // SAFETY: one row of the caller's tile and output (contract); the row slice is
+            // referenced by nothing else, `skip` does not overlap it; features enabled here.
+            unsafe {
+                requant_tile_avx512(
+                    &tile[i * ld_tile..],
+                    ld_tile,
+                    1,
+                    cols,
+                    &row_sums[i..],
+                    p,
+                    dst,
+                    ldc,
+                );
+                let row = std::slice::from_raw_parts_mut(dst, cols);
+                ops::add_u8_inplace(row, skip, add.params, row_vec);
+            }
+            continue;
+        }
+        let rs = _mm512_set1_epi32(row_sums[i]);
+        let src = tile[i * ld_tile..][..cols].as_ptr();
+        let mut j = 0;
+        while j < cols {
+            let n = (cols - j).min(16);
+            let m: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+            // SAFETY: lanes `j..j+n` are inside the row of `tile`, `skip`, `out` and every
+            // column slice (lengths ≥ cols); masked lanes are not accessed.
+            unsafe {
+                // f32(q) = rne(clamp(y)) + zp, exact in f32 (small integers): round in float.
+                let y = requant16_clamped(src, j, n, m, rs, p, lo, hi);
+                let rounded =
+                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+                let fa = _mm512_add_ps(rounded, zpf);
+                let sb = if n == 16 {
+                    _mm_loadu_si128(skip.as_ptr().add(j) as *const __m128i)
+                } else {
+                    _mm_maskz_loadu_epi8(m, skip.as_ptr().add(j) as *const i8)
+                };
+                let fb = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sb));
+                let r = if IN_RANGE {
+                    ops::add_lanes_in_range_u8::<RELU>(fa, fb, &k)
+                } else {
+                    _mm512_cvtepi32_epi8(ops::add_lanes(fa, fb, &k))
+                };
+                if n == 16 {
+                    _mm_storeu_si128(dst.add(j) as *mut __m128i, r);
+                } else {
+                    _mm_mask_storeu_epi8(dst.add(j) as *mut i8, m, r);
+                }
+            }
+            j += 16;
+        }
+    }
+}
+
+/// AVX2 requantize + residual add ([`Epilogue::requant_add_tile_raw`]), 8 columns per vector
+/// (requantized lanes fed to the add as `f32(q)`), scalar reference-formula tail columns; rows
+/// reaching the tensor's scalar-formula tail as in [`requant_add_tile_avx512`].
+///
+/// # Safety
+/// AVX2 and FMA supported; otherwise as [`requant_add_tile_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn requant_add_tile_avx2(
+    tile: &[i32],
+    ld_tile: usize,
+    rows: usize,
+    cols: usize,
+    row_sums: &[i32],
+    p: &RequantCols<'_>,
+    add: &TileAdd<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
+    use crate::ops::x86_avx2 as ops;
+    let lo = _mm256_set1_ps((p.qmin - p.out_zp) as f32);
+    let hi = _mm256_set1_ps((p.qmax - p.out_zp) as f32);
+    let zp = _mm256_set1_epi32(p.out_zp);
+    // SAFETY: AVX2 enabled here.
+    let k = unsafe { ops::AddConsts::new(add.params) };
+    let full = cols / 8 * 8;
+    for i in 0..rows {
+        let skip = &add.skip[i * add.ldskip..][..cols];
+        // SAFETY: row `i < rows` of the caller's output (contract of this fn).
+        let dst = unsafe { out.add(i * ldc) };
+        let row_vec = add.vec_len.saturating_sub(i * ldc);
+        if row_vec < cols {
+            // SAFETY: as in `requant_add_tile_avx512`.
+            unsafe {
+                requant_tile_avx2(
+                    &tile[i * ld_tile..],
+                    ld_tile,
+                    1,
+                    cols,
+                    &row_sums[i..],
+                    p,
+                    dst,
+                    ldc,
+                );
+                let row = std::slice::from_raw_parts_mut(dst, cols);
+                ops::add_u8_inplace(row, skip, add.params, row_vec);
+            }
+            continue;
+        }
+        let rs = _mm256_set1_epi32(row_sums[i]);
+        let src = tile[i * ld_tile..][..cols].as_ptr();
+        for j in (0..full).step_by(8) {
+            // SAFETY: `j + 8 ≤ cols`: every 8-lane access is inside its row or column slice.
+            unsafe {
+                let q = _mm256_add_epi32(requant8(src, j, rs, p, lo, hi), zp);
+                let sb = _mm_loadl_epi64(skip.as_ptr().add(j) as *const __m128i);
+                let fb = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sb));
+                store8(dst.add(j), ops::add_lanes(_mm256_cvtepi32_ps(q), fb, &k));
+            }
+        }
+        for j in full..cols {
+            let wz = p.w_zp.map_or(0, |z| z[j]);
+            let raw = correct(tile[i * ld_tile + j], p.col_term[j], row_sums[i], wz);
+            // Every element of this row is below `vec_len` (checked above).
+            let v = add.params.vector_elem(requant_one(raw, j, p), skip[j]);
+            // SAFETY: `j < cols` in row `i < rows` of the caller's output.
+            unsafe { *dst.add(j) = v };
         }
     }
 }
@@ -478,6 +860,183 @@ mod tests {
                     let mut got = vec![0u8; rows * cols];
                     requant_tile(isa, &tile, cols, rows, cols, &row_sums, &p, &mut got, cols);
                     assert_eq!(got, want, "{isa} cols={cols} case={case}");
+                }
+            }
+        }
+    }
+    /// The fused residual epilogue against requant-then-add element by element, with every
+    /// element on a (conv value, skip) pair where PyTorch's vector and scalar add formulas give
+    /// different bytes, so each position of the formula split (`vec_len`, counted on the flat
+    /// index `i·ldc + j`) is checked, on every ISA, with partial rows, ReLU and strided rows.
+    #[test]
+    fn fused_add_epilogue_applies_the_formula_rule_per_flat_index() {
+        // so = 2·sa: the two formulas disagree on 2.8 % of the pairs (docs/semantics.md).
+        let s = 0.009925744496285915f32;
+        for relu in [false, true] {
+            let ap = AddParams::new(s, 75, s, 61, 2.0 * s, 56, relu);
+            let pairs: Vec<(u8, u8)> = (0..=255u8)
+                .flat_map(|a| (0..=255u8).map(move |b| (a, b)))
+                .filter(|&(a, b)| ap.vector_elem(a, b) != ap.scalar_elem(a, b))
+                .collect();
+            assert!(pairs.len() > 100);
+            let out_zp = 3;
+            let mut next = 0usize;
+            for (rows, cols) in [
+                (1, 1),
+                (2, 7),
+                (3, 8),
+                (6, 9),
+                (2, 16),
+                (5, 17),
+                (4, 33),
+                (6, 64),
+            ] {
+                for pad in [0usize, 5] {
+                    let (ldc, ld_tile, ldskip) = (cols + pad, cols + 1, cols + 2 * pad);
+                    let mut tile = vec![0i32; rows * ld_tile];
+                    let mut skip = vec![0u8; rows * ldskip];
+                    let mut conv = vec![0u8; rows * cols];
+                    for i in 0..rows {
+                        for j in 0..cols {
+                            let (a, b) = pairs[next % pairs.len()];
+                            next += 7;
+                            // mult 1, no bias, no correction: requant(acc) = acc + out_zp.
+                            tile[i * ld_tile + j] = i32::from(a) - out_zp;
+                            skip[i * ldskip + j] = b;
+                            conv[i * cols + j] = a;
+                        }
+                    }
+                    let zero = vec![0i32; cols];
+                    let mult = vec![1.0f32; cols];
+                    let p = RequantCols {
+                        col_term: &zero,
+                        w_zp: None,
+                        bias: None,
+                        mult: &mult,
+                        out_zp,
+                        qmin: 0,
+                        qmax: 255,
+                    };
+                    let row_sums = vec![0i32; rows];
+                    let last = (rows - 1) * ldc + cols;
+                    let mut splits: Vec<usize> = (0..=last + 1).collect();
+                    splits.push(usize::MAX);
+                    for vec_len in splits {
+                        let want: Vec<u8> = (0..rows * ldc)
+                            .map(|t| {
+                                let (i, j) = (t / ldc, t % ldc);
+                                if j >= cols {
+                                    return 0xEE;
+                                }
+                                let (a, b) = (conv[i * cols + j], skip[i * ldskip + j]);
+                                if t < vec_len {
+                                    ap.vector_elem(a, b)
+                                } else {
+                                    ap.scalar_elem(a, b)
+                                }
+                            })
+                            .collect();
+                        let add = TileAdd {
+                            skip: &skip,
+                            ldskip,
+                            params: &ap,
+                            vec_len,
+                        };
+                        for isa in Isa::supported() {
+                            let mut got = vec![0xEEu8; rows * ldc];
+                            // SAFETY: `got` holds rows × ldc bytes, exclusively borrowed.
+                            unsafe {
+                                Epilogue::new(isa).requant_add_tile_raw(
+                                    &tile,
+                                    ld_tile,
+                                    rows,
+                                    cols,
+                                    &row_sums,
+                                    &p,
+                                    &add,
+                                    got.as_mut_ptr(),
+                                    ldc,
+                                )
+                            };
+                            assert_eq!(
+                                got, want,
+                                "{isa} rows={rows} cols={cols} ldc={ldc} vec_len={vec_len} relu={relu}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /// Every (conv value, skip) pair through the fused epilogue on every ISA, for qparams on both
+    /// sides of [`AddParams::conversion_in_range`] (the guard-free fast path and the guarded one)
+    /// and both formulas.
+    #[test]
+    fn fused_add_epilogue_matches_the_formulas_on_all_pairs() {
+        let s = 0.009925744496285915f32;
+        let params = [
+            AddParams::new(s, 75, s, 61, 2.0 * s, 56, false),
+            AddParams::new(s, 75, 0.0278, 61, 0.0301, 56, true),
+            // |t| up to ≈ 2.55e9: out of range, guarded path.
+            AddParams::new(1.0, 0, 1.0, 255, 1.0e-7, 128, false),
+            AddParams::new(1.0, 255, 1.0, 0, 1.0e-7, 3, true),
+            // inside the bound (|t| ≤ ≈ 7.7e8).
+            AddParams::new(1.0, 255, 1.0, 0, 1.0e-6, 0, true),
+            AddParams::new(1.0e-3, 3, 2.0e3, 250, 7.0, 200, false),
+        ];
+        assert!(params[0].conversion_in_range() && !params[2].conversion_in_range());
+        assert!(params[4].conversion_in_range() && !params[3].conversion_in_range());
+        let (rows, cols) = (1024, 64);
+        let out_zp = 0;
+        let tile: Vec<i32> = (0..rows * cols).map(|t| (t / 256) as i32).collect();
+        let skip: Vec<u8> = (0..rows * cols).map(|t| (t % 256) as u8).collect();
+        let zero = vec![0i32; cols];
+        let mult = vec![1.0f32; cols];
+        let p = RequantCols {
+            col_term: &zero,
+            w_zp: None,
+            bias: None,
+            mult: &mult,
+            out_zp,
+            qmin: 0,
+            qmax: 255,
+        };
+        let row_sums = vec![0i32; rows];
+        for ap in &params {
+            for vec_len in [0, usize::MAX] {
+                let want: Vec<u8> = (0..rows * cols)
+                    .map(|t| {
+                        let (a, b) = ((t / 256) as u8, (t % 256) as u8);
+                        if vec_len > 0 {
+                            ap.vector_elem(a, b)
+                        } else {
+                            ap.scalar_elem(a, b)
+                        }
+                    })
+                    .collect();
+                let add = TileAdd {
+                    skip: &skip,
+                    ldskip: cols,
+                    params: ap,
+                    vec_len,
+                };
+                for isa in Isa::supported() {
+                    let mut got = vec![0u8; rows * cols];
+                    // SAFETY: `got` holds rows × cols bytes, exclusively borrowed.
+                    unsafe {
+                        Epilogue::new(isa).requant_add_tile_raw(
+                            &tile,
+                            cols,
+                            rows,
+                            cols,
+                            &row_sums,
+                            &p,
+                            &add,
+                            got.as_mut_ptr(),
+                            cols,
+                        )
+                    };
+                    assert_eq!(got, want, "{isa} {ap:?} vec_len={vec_len}");
                 }
             }
         }

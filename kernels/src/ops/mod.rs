@@ -79,6 +79,18 @@ impl AddParams {
         }
     }
 
+    /// Whether `|(da + db) · inv_out| < 2³⁰` for every pair of u8 inputs (true for any sane
+    /// qparams): then the kernels' ±65536 guard before `vcvtps2dq` cannot change a result (the
+    /// rounded value plus the zero point fits i32, and anything beyond ±65536 clamps to the same
+    /// byte), so a fused epilogue may drop it. Bounds in f64 with a 0.1 % margin for the f32
+    /// roundings; NaN or infinite constants give `false`.
+    pub fn conversion_in_range(&self) -> bool {
+        let sa = f64::from(self.sa).abs() * 255.0 + f64::from(self.pa).abs();
+        let sb = f64::from(self.sb).abs() * 255.0 + f64::from(self.pb).abs();
+        let bound = (sa + sb) * f64::from(self.inv_out).abs() * 1.001;
+        bound < f64::from(1u32 << 30)
+    }
+
     /// Vector formula of one element (fused multiply-add dequantization).
     #[inline(always)]
     pub fn vector_elem(&self, qa: u8, qb: u8) -> u8 {

@@ -155,13 +155,16 @@ pub unsafe fn dequantize_u8(x: &[u8], scale: f32, zp: i32, out: &mut [f32]) {
     }
 }
 
-/// Vector-formula add of 8 lanes (i32 result clamped to 0..=255).
+/// Vector formula of `quantized::add` on 8 lanes given as exact f32 values of the u8 inputs
+/// (`fa = f32(qa)`, `fb = f32(qb)`); returns the results as i32 in 0..=255. The fused residual
+/// epilogue (`requant`) feeds `fa` straight from its requantized registers.
+///
+/// # Safety
+/// AVX2 and FMA are enabled in the caller.
 #[inline(always)]
-unsafe fn add8(a: *const u8, b: *const u8, k: &AddConsts) -> __m256i {
-    // SAFETY: AVX2 + FMA are enabled in every caller; `a`, `b` valid for 8 bytes.
+pub(crate) unsafe fn add_lanes(fa: __m256, fb: __m256, k: &AddConsts) -> __m256i {
+    // SAFETY: AVX2 + FMA are enabled in every caller (contract).
     unsafe {
-        let fa = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(a.cast())));
-        let fb = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(b.cast())));
         let da = _mm256_fmadd_ps(k.sa, fa, k.pa);
         let db = _mm256_fmadd_ps(k.sb, fb, k.pb);
         let mut c = _mm256_add_ps(da, db);
@@ -182,7 +185,19 @@ unsafe fn add8(a: *const u8, b: *const u8, k: &AddConsts) -> __m256i {
     }
 }
 
-struct AddConsts {
+/// Vector-formula add of 8 lanes (i32 result clamped to 0..=255).
+#[inline(always)]
+unsafe fn add8(a: *const u8, b: *const u8, k: &AddConsts) -> __m256i {
+    // SAFETY: AVX2 + FMA are enabled in every caller; `a`, `b` valid for 8 bytes.
+    unsafe {
+        let fa = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(a.cast())));
+        let fb = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(b.cast())));
+        add_lanes(fa, fb, k)
+    }
+}
+
+/// Broadcast constants of the vector formula of `quantized::add` (see [`AddParams`]).
+pub(crate) struct AddConsts {
     sa: __m256,
     sb: __m256,
     pa: __m256,
@@ -190,6 +205,28 @@ struct AddConsts {
     inv: __m256,
     zp: __m256i,
     relu: bool,
+}
+
+impl AddConsts {
+    /// Broadcasts `p`.
+    ///
+    /// # Safety
+    /// AVX is supported (the caller runs with AVX2 enabled).
+    #[inline(always)]
+    pub(crate) unsafe fn new(p: &AddParams) -> AddConsts {
+        // SAFETY: AVX2 enabled in every caller (contract).
+        unsafe {
+            AddConsts {
+                sa: _mm256_set1_ps(p.sa),
+                sb: _mm256_set1_ps(p.sb),
+                pa: _mm256_set1_ps(p.pa),
+                pb: _mm256_set1_ps(p.pb),
+                inv: _mm256_set1_ps(p.inv_out),
+                zp: _mm256_set1_epi32(p.out_zp),
+                relu: p.relu,
+            }
+        }
+    }
 }
 
 /// Shared body of [`add_u8`] / [`add_u8_inplace`] on raw pointers (`out` may equal `a`).
@@ -207,15 +244,7 @@ unsafe fn add_raw(
     // SAFETY: AVX2 + FMA enabled in every caller; `a`, `b`, `out` valid for `n` elements, and
     // each element is read before it is written (in-place use reads a block, then stores it).
     unsafe {
-        let k = AddConsts {
-            sa: _mm256_set1_ps(p.sa),
-            sb: _mm256_set1_ps(p.sb),
-            pa: _mm256_set1_ps(p.pa),
-            pb: _mm256_set1_ps(p.pb),
-            inv: _mm256_set1_ps(p.inv_out),
-            zp: _mm256_set1_epi32(p.out_zp),
-            relu: p.relu,
-        };
+        let k = AddConsts::new(p);
         let mut i = 0;
         while i < v32 {
             let r0 = add8(a.add(i), b.add(i), &k);

@@ -110,7 +110,8 @@ pub unsafe fn dequantize_u8(x: &[u8], scale: f32, zp: i32, out: &mut [f32]) {
     }
 }
 
-struct AddConsts {
+/// Broadcast constants of the vector formula of `quantized::add` (see [`AddParams`]).
+pub(crate) struct AddConsts {
     sa: __m512,
     sb: __m512,
     pa: __m512,
@@ -120,12 +121,38 @@ struct AddConsts {
     relu: bool,
 }
 
+impl AddConsts {
+    /// Broadcasts `p`.
+    ///
+    /// # Safety
+    /// AVX-512F is supported (the caller runs with it enabled).
+    #[inline(always)]
+    pub(crate) unsafe fn new(p: &AddParams) -> AddConsts {
+        // SAFETY: AVX-512F enabled in every caller (contract).
+        unsafe {
+            AddConsts {
+                sa: _mm512_set1_ps(p.sa),
+                sb: _mm512_set1_ps(p.sb),
+                pa: _mm512_set1_ps(p.pa),
+                pb: _mm512_set1_ps(p.pb),
+                inv: _mm512_set1_ps(p.inv_out),
+                zp: _mm512_set1_epi32(p.out_zp),
+                relu: p.relu,
+            }
+        }
+    }
+}
+
+/// Vector formula of `quantized::add` on 16 lanes given as exact f32 values of the u8 inputs
+/// (`fa = f32(qa)`, `fb = f32(qb)`); returns the results as i32 in 0..=255. The fused residual
+/// epilogue (`requant`) feeds `fa` straight from its requantized registers.
+///
+/// # Safety
+/// AVX-512F and FMA are enabled in the caller.
 #[inline(always)]
-unsafe fn add16(a: *const u8, b: *const u8, k: &AddConsts) -> __m128i {
-    // SAFETY: AVX-512F + FMA enabled in every caller; `a`, `b` valid for 16 bytes.
+pub(crate) unsafe fn add_lanes(fa: __m512, fb: __m512, k: &AddConsts) -> __m512i {
+    // SAFETY: AVX-512F + FMA enabled in every caller (contract).
     unsafe {
-        let fa = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(a.cast())));
-        let fb = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(b.cast())));
         let da = _mm512_fmadd_ps(k.sa, fa, k.pa);
         let db = _mm512_fmadd_ps(k.sb, fb, k.pb);
         let mut c = _mm512_add_ps(da, db);
@@ -138,11 +165,47 @@ unsafe fn add16(a: *const u8, b: *const u8, k: &AddConsts) -> __m128i {
             _mm512_set1_ps(-65536.0),
         );
         let r = _mm512_add_epi32(_mm512_cvtps_epi32(t), k.zp);
-        let r = _mm512_min_epi32(
+        _mm512_min_epi32(
             _mm512_max_epi32(r, _mm512_setzero_si512()),
             _mm512_set1_epi32(255),
-        );
-        _mm512_cvtepi32_epi8(r)
+        )
+    }
+}
+
+/// [`add_lanes`] for params with [`AddParams::conversion_in_range`], narrowed to u8: without the
+/// ±65536 guard (it cannot change a result there) and with an unsigned saturating narrow
+/// (`vpmovusdb`) for the upper clamp. Same bytes as `_mm512_cvtepi32_epi8(add_lanes(..))`.
+///
+/// # Safety
+/// AVX-512F and FMA are enabled in the caller; `k` built from params in range; `RELU` equals
+/// their `relu`.
+#[inline(always)]
+pub(crate) unsafe fn add_lanes_in_range_u8<const RELU: bool>(
+    fa: __m512,
+    fb: __m512,
+    k: &AddConsts,
+) -> __m128i {
+    // SAFETY: AVX-512F + FMA enabled in every caller (contract).
+    unsafe {
+        let da = _mm512_fmadd_ps(k.sa, fa, k.pa);
+        let db = _mm512_fmadd_ps(k.sb, fb, k.pb);
+        let mut c = _mm512_add_ps(da, db);
+        if RELU {
+            c = _mm512_max_ps(c, _mm512_setzero_ps());
+        }
+        let t = _mm512_mul_ps(c, k.inv);
+        let r = _mm512_add_epi32(_mm512_cvtps_epi32(t), k.zp);
+        _mm512_cvtusepi32_epi8(_mm512_max_epi32(r, _mm512_setzero_si512()))
+    }
+}
+
+#[inline(always)]
+unsafe fn add16(a: *const u8, b: *const u8, k: &AddConsts) -> __m128i {
+    // SAFETY: AVX-512F + FMA enabled in every caller; `a`, `b` valid for 16 bytes.
+    unsafe {
+        let fa = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(a.cast())));
+        let fb = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(b.cast())));
+        _mm512_cvtepi32_epi8(add_lanes(fa, fb, k))
     }
 }
 
@@ -160,15 +223,7 @@ unsafe fn add_raw(
     // SAFETY: AVX-512F/BW + FMA enabled in every caller; pointers valid for `n` elements; each
     // 64-element block is fully read before it is stored (in-place use).
     unsafe {
-        let k = AddConsts {
-            sa: _mm512_set1_ps(p.sa),
-            sb: _mm512_set1_ps(p.sb),
-            pa: _mm512_set1_ps(p.pa),
-            pb: _mm512_set1_ps(p.pb),
-            inv: _mm512_set1_ps(p.inv_out),
-            zp: _mm512_set1_epi32(p.out_zp),
-            relu: p.relu,
-        };
+        let k = AddConsts::new(p);
         let mut i = 0;
         while i < v64 {
             let r0 = add16(a.add(i), b.add(i), &k);
