@@ -24,6 +24,7 @@ pub mod model;
 pub mod preprocess;
 mod runner;
 mod synthetic;
+mod warm;
 
 pub use model::Metadata;
 pub use runner::{Activation, Model, Workspace};

@@ -319,6 +319,8 @@ impl Model {
         ensure(&mut ws.pooled, batch * WIDTHS[3])?;
         ensure(&mut ws.logits_q, batch * classes)?;
         let isa = self.opts.isa;
+        // Keep the pool's other workers spinning until this pass returns (see `warm`).
+        let _warm = super::warm::KeepWarm::start();
 
         // quant stub: NCHW f32 -> NCHW u8 -> NHWC u8
         ops::quantize_u8_with_isa(isa, input, self.quant_q, &mut ws.nchw[..n_in])?;
