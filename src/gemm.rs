@@ -621,14 +621,14 @@ enum PanelAt {
 
 /// Per-thread scratch, reused across the work items a thread runs.
 struct Scratch {
+    /// The M block whose rows `packed_a`, `panels` and `row_sums` hold: consecutive items of
+    /// one M block (N chunks) on the same thread pack it once.
+    block: Option<usize>,
     packed_a: AVec<u8, ConstAlign<64>>,
     panels: Vec<PanelAt>,
     rowbuf: Vec<u8>,
     row_sums: Vec<i32>,
     tile: Vec<i32>,
-    /// The M block whose rows `packed_a`, `panels` and `row_sums` hold: consecutive items of
-    /// one M block (N chunks) on the same thread pack it once.
-    block: Option<usize>,
 }
 
 thread_local! {
@@ -653,6 +653,7 @@ impl Scratch {
             packed_a = AVec::from_iter(64, std::iter::repeat_n(0u8, need));
         }
         Scratch {
+            block: None,
             packed_a,
             panels: Vec::with_capacity(panels),
             rowbuf: if plan.a.as_matrix().is_some() {
@@ -662,7 +663,6 @@ impl Scratch {
             },
             row_sums: vec![0; plan.mc],
             tile: vec![0; kern.mr * kern.nr],
-            block: None,
         }
     }
 }
