@@ -425,9 +425,10 @@ fn partition(s: &Shape) -> (usize, usize) {
     if s.threads <= 1 {
         return (cap, np);
     }
-    let whole_a_fits = mp.saturating_mul(s.a_panel) + s.b_panel <= L2_ITEM_BYTES;
-    let a_bytes = mp * s.a_panel;
-    let b_bytes = np * s.b_panel;
+    // Saturating arithmetic: the estimates only compare, and never overflow into a wrong pick.
+    let a_bytes = mp.saturating_mul(s.a_panel);
+    let b_bytes = np.saturating_mul(s.b_panel);
+    let whole_a_fits = a_bytes.saturating_add(s.b_panel) <= L2_ITEM_BYTES;
     let tile_cycles = s.tile_macs.div_ceil(MACS_PER_CYCLE).max(1);
     // More than ~16 items per thread never pays (the item overhead grows, balance does not).
     let max_items = 16 * s.threads;
@@ -442,18 +443,22 @@ fn partition(s: &Shape) -> (usize, usize) {
             let nb = np.div_ceil(pc);
             let items = mb * nb;
             let rounds = items.div_ceil(s.threads);
-            let compute = rounds * (mc * pc * tile_cycles + ITEM_CYCLES);
+            let item = (mc * pc).saturating_mul(tile_cycles) + ITEM_CYCLES;
+            let compute = rounds.saturating_mul(item);
             // A thread keeps its last A block (so packs each block about once per thread), and
             // keeps its B chunk in L2 across M blocks when block and chunk fit together.
-            let b_fetches = if mc * s.a_panel + pc * s.b_panel <= L2_ITEM_BYTES {
+            let chunk = (mc.saturating_mul(s.a_panel)).saturating_add(pc.saturating_mul(s.b_panel));
+            let b_fetches = if chunk <= L2_ITEM_BYTES {
                 mb.min(s.threads)
             } else {
                 mb
             };
             let a_fetches = nb.min(s.threads);
-            let traffic =
-                (b_fetches * b_bytes + a_fetches * a_bytes) / (L3_BYTES_PER_CYCLE * s.threads);
-            let cost = compute + traffic;
+            let bytes = b_fetches
+                .saturating_mul(b_bytes)
+                .saturating_add(a_fetches.saturating_mul(a_bytes));
+            let traffic = bytes / (L3_BYTES_PER_CYCLE * s.threads);
+            let cost = compute.saturating_add(traffic);
             if cost < best_cost {
                 best_cost = cost;
                 best = (mc, pc);
