@@ -609,7 +609,11 @@ fn max_pool_par(
     let img_out = checked_product(&[oh, row_out], "max_pool2d output")?;
     let total = checked_product(&[n, img_out], "max_pool2d output")?;
     let serial = |out: &mut [u8]| ops::max_pool2d_u8_with_isa(isa, x, n, h, w, c, p, out);
-    if threads < 2 || total < PAR_MIN_BYTES || x.len() != n * img_in || out.len() < total {
+    if threads < 2
+        || total < PAR_MIN_BYTES
+        || n.checked_mul(img_in) != Some(x.len())
+        || out.len() < total
+    {
         return serial(out);
     }
     // Output rows per chunk: about two chunks per thread over the whole batch.
