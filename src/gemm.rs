@@ -522,6 +522,110 @@ enum Sink<'o> {
 /// must stay in L2 (1 MiB on Zen 4) next to the B panel being streamed.
 const A_BLOCK_BYTES: usize = 192 * 1024;
 
+/// L2 bytes an item may fill with its A block plus the one B panel it streams (5/8 of Zen 4's
+/// 1 MiB L2: the rest is left to the im2col source rows, the output tiles and the other
+/// thread's traffic through the shared L3). Used only to let a whole `A` be one block when
+/// splitting it would make every B panel come from L3 once per block instead.
+const L2_ITEM_BYTES: usize = 640 * 1024;
+
+/// Microkernel multiply-accumulates per cycle assumed by [`partition`] (one zmm `vpdpbusd`
+/// per cycle on Zen 4; only the ratio to [`L3_BYTES_PER_CYCLE`] matters).
+const MACS_PER_CYCLE: usize = 64;
+
+/// Sustained bytes per cycle one core pulls from L3 (or packs from the im2col source) while its
+/// microkernel runs, in [`partition`]'s cost model: B panels re-read per M block and A blocks
+/// re-packed per N chunk cost this much on top of the arithmetic.
+const L3_BYTES_PER_CYCLE: usize = 16;
+
+/// Fixed cost of one work item in cycles (rayon task, A block setup, epilogue constants).
+const ITEM_CYCLES: usize = 2000;
+
+/// The GEMM's size in the driver's units, for [`partition`].
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    /// `ceil(M / MR)`.
+    m_panels: usize,
+    /// `ceil(N / NR)`.
+    n_panels: usize,
+    /// Bytes of one packed A panel (MR × K rounded).
+    a_panel: usize,
+    /// Bytes of one packed B panel (K rounded × NR).
+    b_panel: usize,
+    /// MACs of one MR × NR microkernel call.
+    tile_macs: usize,
+    threads: usize,
+}
+
+/// Splits the GEMM into work items: returns `(mc_panels, pc)`, the A panels per M block and
+/// the B panels per N chunk; the items are the M blocks × N chunks.
+///
+/// One thread: M blocks of at most [`A_BLOCK_BYTES`] (the packed block stays in L2 while every
+/// B panel streams past it) and all of N per block.
+///
+/// Several threads: the grid (M blocks × N chunks) with the smallest estimated time, where
+/// * the arithmetic takes `ceil(items / threads)` rounds of the largest item (items are near
+///   equal by construction; rayon hands them out dynamically),
+/// * every M block streams all the B panels of its N chunks from L3 and every N chunk packs
+///   the A rows of its M block, so the traffic is about `m_blocks·|B| + n_chunks·|A|` bytes,
+///   shared by the threads (less when a thread's B chunk stays in L2 across its M blocks, or
+///   its A block across its N chunks),
+/// * each item costs a fixed [`ITEM_CYCLES`].
+///
+/// So a short, deep GEMM (ResNet stage 4: M = 49, N = 512, K = 4608; `B` is 2.3 MiB, `A` 260
+/// KiB) splits N only and each 288 KiB B panel is fetched once, and a narrow one (stage 1:
+/// N = 64, one B panel) splits M only, into equal blocks. M blocks may exceed
+/// [`A_BLOCK_BYTES`] only when all of `A` fits in L2 next to a B panel ([`L2_ITEM_BYTES`]).
+///
+/// Only the partition depends on the thread count; each output element's arithmetic does not.
+fn partition(s: &Shape) -> (usize, usize) {
+    let (mp, np) = (s.m_panels.max(1), s.n_panels.max(1));
+    let cap = (A_BLOCK_BYTES / s.a_panel.max(1)).clamp(1, mp);
+    if s.threads <= 1 {
+        return (cap, np);
+    }
+    // Saturating arithmetic: the estimates only compare, and never overflow into a wrong pick.
+    let a_bytes = mp.saturating_mul(s.a_panel);
+    let b_bytes = np.saturating_mul(s.b_panel);
+    let whole_a_fits = a_bytes.saturating_add(s.b_panel) <= L2_ITEM_BYTES;
+    let tile_cycles = s.tile_macs.div_ceil(MACS_PER_CYCLE).max(1);
+    // More than ~16 items per thread never pays (the item overhead grows, balance does not).
+    let max_items = 16 * s.threads;
+    let mut best = (cap, np);
+    let mut best_cost = usize::MAX;
+    let mb_min = if whole_a_fits { 1 } else { mp.div_ceil(cap) };
+    for mb in mb_min..=mp.min(max_items).max(mb_min) {
+        let mc = mp.div_ceil(mb);
+        let mb = mp.div_ceil(mc);
+        for nb in 1..=np.min(max_items / mb).max(1) {
+            let pc = np.div_ceil(nb);
+            let nb = np.div_ceil(pc);
+            let items = mb * nb;
+            let rounds = items.div_ceil(s.threads);
+            let item = (mc * pc).saturating_mul(tile_cycles) + ITEM_CYCLES;
+            let compute = rounds.saturating_mul(item);
+            // A thread keeps its last A block (so packs each block about once per thread), and
+            // keeps its B chunk in L2 across M blocks when block and chunk fit together.
+            let chunk = (mc.saturating_mul(s.a_panel)).saturating_add(pc.saturating_mul(s.b_panel));
+            let b_fetches = if chunk <= L2_ITEM_BYTES {
+                mb.min(s.threads)
+            } else {
+                mb
+            };
+            let a_fetches = nb.min(s.threads);
+            let bytes = b_fetches
+                .saturating_mul(b_bytes)
+                .saturating_add(a_fetches.saturating_mul(a_bytes));
+            let traffic = bytes / (L3_BYTES_PER_CYCLE * s.threads);
+            let cost = compute.saturating_add(traffic);
+            if cost < best_cost {
+                best_cost = cost;
+                best = (mc, pc);
+            }
+        }
+    }
+    best
+}
+
 fn check_out(m: usize, n: usize, ldc: usize, len: usize) -> Result<()> {
     if ldc < n {
         return crate::invalid!("output leading dimension {ldc} < N {n}");
@@ -723,6 +827,9 @@ enum PanelAt {
 
 /// Per-thread scratch, reused across the work items a thread runs.
 struct Scratch {
+    /// The M block whose rows `packed_a`, `panels` and `row_sums` hold: consecutive items of
+    /// one M block (N chunks) on the same thread pack it once.
+    block: Option<usize>,
     packed_a: AVec<u8, ConstAlign<64>>,
     panels: Vec<PanelAt>,
     rowbuf: Vec<u8>,
@@ -761,6 +868,7 @@ impl Scratch {
             packed_a = AVec::from_iter(64, std::iter::repeat_n(0u8, need));
         }
         Scratch {
+            block: None,
             packed_a,
             panels: Vec::with_capacity(panels),
             rowbuf: if plan.a.as_matrix().is_some() {
@@ -823,15 +931,20 @@ impl Drop for Scratch {
 ///
 /// ```text
 /// for each work item (M block of `mc` rows × chunk of `pc` B panels)   ← rayon, if > 1 thread
-///     pack the A block (MC × K, ≤ A_BLOCK_BYTES, stays in L2), row sums if any w_zp ≠ 0
+///     pack the A block (MC × K, stays in L2; see `partition`), row sums if any w_zp ≠ 0,
+///         unless this thread's previous item packed the same block
 ///     for each B panel of the chunk (K × NR, prepacked, streamed once per block)
 ///         for each A panel of the block (MR × K)
 ///             microkernel → MR × NR i32 tile → zero-point correction + requant
 ///                         [+ residual add with the matching skip elements] → output
 /// ```
 ///
+/// B panel outer, A panels inner: the B panel (up to 288 KiB in ResNet-18) stays in L2 while
+/// the A panels of the block pass over it, so B comes from L3 once per M block; the other order
+/// would re-read every B panel of the chunk from L3 per A panel once the chunk outgrows L2.
+///
 /// M = 1 uses the kernel's single-row companion (same packed B). The partition into work items
-/// depends on the thread count, the arithmetic of each output element does not.
+/// ([`partition`]) depends on the thread count, the arithmetic of each output element does not.
 fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
     let m = a.rows();
     let kern = if m == 1 {
@@ -844,19 +957,14 @@ fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
     let n_panels = pw.n.div_ceil(nr);
     let m_panels = m.div_ceil(mr);
     let threads = rayon::current_num_threads().max(1);
-    // M block: as many A panels as fit the L2 budget, but at least one.
-    let mut mc_panels = (A_BLOCK_BYTES / a_panel.max(1)).clamp(1, m_panels);
-    let mut pc = n_panels;
-    if threads > 1 {
-        // Enough items for every thread (about 4 per thread for balance): split M first, then
-        // N when M is too small.
-        let want = 4 * threads;
-        mc_panels = mc_panels.min(m_panels.div_ceil(want).max(1));
-        let m_blocks = m_panels.div_ceil(mc_panels);
-        if m_blocks < want {
-            pc = n_panels.div_ceil(want.div_ceil(m_blocks)).max(1);
-        }
-    }
+    let (mc_panels, pc) = partition(&Shape {
+        m_panels,
+        n_panels,
+        a_panel,
+        b_panel: pw.panel_bytes,
+        tile_macs: mr * nr * kern.round_k(pw.k),
+        threads,
+    });
     let plan = Plan {
         pw,
         kern,
@@ -1105,7 +1213,10 @@ fn item_u8(
     let (mr, nr) = (kern.mr, kern.nr);
     let row0 = ib * plan.mc;
     let rows = plan.mc.min(plan.m - row0);
-    pack_a_block(plan, s, row0, rows);
+    if s.block != Some(ib) {
+        pack_a_block(plan, s, row0, rows);
+        s.block = Some(ib);
+    }
     let n_panels = plan.pw.n.div_ceil(nr);
     for p in jb * plan.pc..((jb + 1) * plan.pc).min(n_panels) {
         let j0 = p * nr;
@@ -1186,7 +1297,10 @@ fn item_i32(plan: &Plan<'_>, s: &mut Scratch, (ib, jb): (usize, usize), base: Ou
     let (mr, nr) = (kern.mr, kern.nr);
     let row0 = ib * plan.mc;
     let rows = plan.mc.min(plan.m - row0);
-    pack_a_block(plan, s, row0, rows);
+    if s.block != Some(ib) {
+        pack_a_block(plan, s, row0, rows);
+        s.block = Some(ib);
+    }
     let n_panels = plan.pw.n.div_ceil(nr);
     for p in jb * plan.pc..((jb + 1) * plan.pc).min(n_panels) {
         let j0 = p * nr;
@@ -1212,6 +1326,74 @@ fn item_i32(plan: &Plan<'_>, s: &mut Scratch, (ib, jb): (usize, usize), base: Ou
                     plan.pw.any_w_zp.then(|| &plan.pw.w_zp[j0..j0 + cols]),
                     dst,
                     cols,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Shape, partition};
+
+    /// The AVX-512 VNNI 8×64 kernel's shape of a ResNet-18 layer (K rounded to 4).
+    fn shape(m: usize, n: usize, k: usize, threads: usize) -> Shape {
+        let kp = k.div_ceil(4) * 4;
+        Shape {
+            m_panels: m.div_ceil(8),
+            n_panels: n.div_ceil(64),
+            a_panel: 8 * kp,
+            b_panel: 64 * kp,
+            tile_macs: 8 * 64 * kp,
+            threads,
+        }
+    }
+
+    fn grid(s: &Shape) -> (usize, usize) {
+        let (mc, pc) = partition(s);
+        (s.m_panels.div_ceil(mc), s.n_panels.div_ceil(pc))
+    }
+
+    #[test]
+    fn one_thread_keeps_l2_blocks_and_all_of_n() {
+        let s = shape(3136, 64, 576, 1);
+        assert_eq!(partition(&s), (42, 1));
+        let s = shape(49, 512, 4608, 1);
+        assert_eq!(partition(&s), (5, 8));
+    }
+
+    #[test]
+    fn two_threads_split_deep_gemms_over_n_and_narrow_ones_over_m() {
+        // Stage 4 3×3: one M block (B fetched once), N in two halves.
+        assert_eq!(grid(&shape(49, 512, 4608, 2)), (1, 2));
+        // Stage 1 3×3: N is one panel; equal M blocks, an even number of them.
+        let (mb, nb) = grid(&shape(3136, 64, 576, 2));
+        assert_eq!(nb, 1);
+        assert_eq!(mb % 2, 0, "{mb} blocks");
+        assert_eq!(392 % mb, 0, "{mb} blocks");
+    }
+
+    #[test]
+    fn every_grid_has_work_for_every_thread_when_possible() {
+        for (m, n, k) in [
+            (12544, 64, 147),
+            (3136, 64, 576),
+            (784, 128, 1152),
+            (784, 128, 64),
+            (196, 256, 2304),
+            (49, 512, 4608),
+            (49, 512, 256),
+            (1, 1000, 512),
+            (1, 10, 64),
+        ] {
+            for threads in [2, 3, 4, 8] {
+                let s = shape(m, n, k, threads);
+                let (mc, pc) = partition(&s);
+                assert!(mc >= 1 && pc >= 1 && mc <= s.m_panels && pc <= s.n_panels);
+                let (mb, nb) = grid(&s);
+                assert!(
+                    mb * nb >= threads.min(s.m_panels * s.n_panels),
+                    "{m}x{n}x{k} on {threads} threads: {mb}x{nb}"
                 );
             }
         }

@@ -18,12 +18,15 @@
 //! * [`preprocess`] — PyTorch's bilinear resize and torchvision's normalisation, bit-exact.
 //!
 //! The model is immutable once loaded (`Model: Send + Sync`): run it from as many threads as
-//! you like, one [`Workspace`] per thread. Inside a run the GEMMs use the current rayon pool.
+//! you like, one [`Workspace`] per thread. Inside a run the GEMMs and the max-pool use the
+//! current rayon pool, whose other workers keep spinning between layers until the run returns
+//! (bounded; see `warm.rs`: waking a sleeping worker per layer cost ~25 µs each time).
 
 pub mod model;
 pub mod preprocess;
 mod runner;
 mod synthetic;
+mod warm;
 
 pub use model::Metadata;
 pub use runner::{Activation, Model, Workspace};

@@ -303,6 +303,9 @@ impl Model {
         hook: Hook<'_>,
     ) -> Result<()> {
         let plan = self.plan(batch, h, w)?;
+        // Keep the pool's other workers spinning until this pass returns (see `warm`); started
+        // first, so that their wake-up overlaps the serial input step.
+        let _warm = super::warm::KeepWarm::start();
         let c_in = self.meta.input_channels;
         let n_in = batch * c_in * h * w;
         if input.len() != n_in {
@@ -337,16 +340,7 @@ impl Model {
         let c = WIDTHS[0];
         hook("conv1", &b1[..batch * oh * ow * c], [batch, oh, ow, c]);
         let pool = Pool2d::square(3, 2, 1);
-        let (ph, pw) = ops::max_pool2d_u8_with_isa(
-            isa,
-            &b1[..batch * oh * ow * c],
-            batch,
-            oh,
-            ow,
-            c,
-            &pool,
-            b2,
-        )?;
+        let (ph, pw) = max_pool_par(isa, &b1[..batch * oh * ow * c], batch, oh, ow, c, &pool, b2)?;
         hook("maxpool", &b2[..batch * ph * pw * c], [batch, ph, pw, c]);
 
         // Rotate four buffers: x (block input), t1, t2, t3.
@@ -582,6 +576,140 @@ fn nhwc_to_nchw(src: &[u8], dst: &mut [u8], n: usize, hw: usize, c: usize) {
         for p in 0..hw {
             for ch in 0..c {
                 d[ch * hw + p] = s[p * c + ch];
+            }
+        }
+    }
+}
+
+/// [`ops::max_pool2d_u8_with_isa`] with the output rows split over the current rayon pool.
+///
+/// Each chunk of output rows of one image is an ordinary max-pool call on the input rows its
+/// windows cover, with the top padding that remains for that chunk (`pad'`), so every output
+/// byte is the max of the same taps as in one call: identical results for any split. A chunk
+/// for which that call would produce a different number of rows (it pads the bottom as much as
+/// the top; with `pad ≥ stride` the first chunk gets too many) sends the whole op to the
+/// one-call path, as do small outputs (below `PAR_MIN_BYTES`), where a fork-join costs more
+/// than it saves.
+fn max_pool_par(
+    isa: Isa,
+    x: &[u8],
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    p: &Pool2d,
+    out: &mut [u8],
+) -> Result<(usize, usize)> {
+    /// Output bytes below which one call on one thread is faster.
+    const PAR_MIN_BYTES: usize = 64 * 1024;
+    let threads = rayon::current_num_threads();
+    let (oh, ow) = ops::pool_output_size(h, w, p)?;
+    let img_in = checked_product(&[h, w, c], "max_pool2d input")?;
+    let row_out = checked_product(&[ow, c], "max_pool2d output")?;
+    let img_out = checked_product(&[oh, row_out], "max_pool2d output")?;
+    let total = checked_product(&[n, img_out], "max_pool2d output")?;
+    let serial = |out: &mut [u8]| ops::max_pool2d_u8_with_isa(isa, x, n, h, w, c, p, out);
+    if threads < 2
+        || total < PAR_MIN_BYTES
+        || n.checked_mul(img_in) != Some(x.len())
+        || out.len() < total
+    {
+        return serial(out);
+    }
+    // Output rows per chunk: about two chunks per thread over the whole batch.
+    let chunk_rows = oh.div_ceil((2 * threads).div_ceil(n)).max(1);
+    // The input rows [i0, i1) and the top padding of output rows [oy0, oy1), or None.
+    let span = |oy0: usize, oy1: usize| -> Option<(usize, usize, Pool2d)> {
+        let top = oy0 * p.stride_h;
+        let i0 = top.saturating_sub(p.pad_h);
+        let pad = p.pad_h + i0 - top;
+        let reach = (oy1 - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
+        let i1 = reach.saturating_sub(p.pad_h).min(h);
+        let sub = Pool2d { pad_h: pad, ..*p };
+        // Every in-image tap of these windows lies in [i0, i1); the call must also produce
+        // exactly these rows (it applies `pad` at the bottom too).
+        let ok = i1 > i0 && ops::pool_output_size(i1 - i0, w, &sub).ok() == Some((oy1 - oy0, ow));
+        ok.then_some((i0, i1, sub))
+    };
+    let chunks: Vec<(usize, usize)> = (0..oh)
+        .step_by(chunk_rows)
+        .map(|oy0| (oy0, (oy0 + chunk_rows).min(oh)))
+        .collect();
+    let spans: Option<Vec<(usize, usize, Pool2d)>> =
+        chunks.iter().map(|&(a, b)| span(a, b)).collect();
+    let Some(spans) = spans else {
+        return serial(out);
+    };
+    use rayon::prelude::*;
+    let work: Vec<(usize, usize, &mut [u8])> = out[..total]
+        .chunks_mut(img_out)
+        .enumerate()
+        .flat_map(|(b, img)| {
+            img.chunks_mut(chunk_rows * row_out)
+                .enumerate()
+                .map(move |(j, o)| (b, j, o))
+        })
+        .collect();
+    work.into_par_iter().try_for_each(|(b, j, o)| {
+        let (i0, i1, sub) = spans[j];
+        let src = &x[b * img_in..][i0 * w * c..i1 * w * c];
+        let got = ops::max_pool2d_u8_with_isa(isa, src, 1, i1 - i0, w, c, &sub, o)?;
+        debug_assert_eq!(got, (chunks[j].1 - chunks[j].0, ow));
+        Ok::<(), Error>(())
+    })?;
+    Ok((oh, ow))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_pool_par;
+    use crate::{Pool2d, ops};
+
+    /// The row-split max-pool gives the bytes of one call, for shapes that split and shapes that
+    /// fall back (padding ≥ stride, odd sizes, dilation, batches).
+    #[test]
+    fn parallel_max_pool_equals_one_call() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("pool");
+        let mut seed = 7u32;
+        for (n, h, w, c) in [
+            (1, 112, 112, 64),
+            (2, 97, 101, 24),
+            (1, 400, 19, 40),
+            (3, 65, 70, 32),
+        ] {
+            let x: Vec<u8> = (0..n * h * w * c)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 24) as u8
+                })
+                .collect();
+            for (k, s, pad, d) in [
+                (3, 2, 1, 1),
+                (3, 1, 1, 1),
+                (2, 2, 0, 1),
+                (5, 2, 2, 1),
+                (3, 3, 1, 2),
+            ] {
+                let p = Pool2d {
+                    dilation_h: d,
+                    dilation_w: d,
+                    ..Pool2d::square(k, s, pad)
+                };
+                let Ok((oh, ow)) = ops::pool_output_size(h, w, &p) else {
+                    continue;
+                };
+                let isa = crate::active_isa();
+                let mut want = vec![0u8; n * oh * ow * c];
+                ops::max_pool2d_u8_with_isa(isa, &x, n, h, w, c, &p, &mut want).expect("one call");
+                let mut got = vec![1u8; want.len()];
+                let dims = pool
+                    .install(|| max_pool_par(isa, &x, n, h, w, c, &p, &mut got))
+                    .expect("split");
+                assert_eq!(dims, (oh, ow));
+                assert_eq!(got, want, "{n}x{h}x{w}x{c} k{k} s{s} p{pad} d{d}");
             }
         }
     }
