@@ -17,7 +17,9 @@
 use crate::validate::{check_capacity, check_nonzero, check_qparams_u8, check_weight_qparams};
 use crate::{Error, Isa, QParams, Result, WeightQParams};
 use aligned_vec::{AVec, ConstAlign};
-use qkernels_kernels::gemm::{GemmKernel, a_is_row_major_u8, best_kernel, gemv_companion};
+use qkernels_kernels::gemm::{
+    GemmKernel, a_is_row_major_u8, a7_companion, best_kernel, gemv_companion,
+};
 use qkernels_kernels::requant::{Epilogue, RequantCols, correct_tile};
 use qkernels_ref::RequantParams;
 use rayon::prelude::*;
@@ -134,6 +136,41 @@ struct EpilogueCache {
     col_term: Arc<Vec<i32>>,
 }
 
+/// B packed a second time for the kernel's 7-bit companion ([`a7_companion`]): the driver runs
+/// that kernel on A panels whose activations are all ≤ 127, where it is exact.
+#[derive(Clone)]
+struct A7Weights {
+    kernel: &'static GemmKernel,
+    packed: AVec<u8, ConstAlign<64>>,
+    panel_bytes: usize,
+}
+
+/// Whether the 7-bit fast path may be used: on unless `QKERNELS_A7=0` (read once; a switch for
+/// A/B measurements — the bytes are identical either way).
+fn a7_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("QKERNELS_A7").map_or(true, |v| v != "0"))
+}
+
+/// Packs every B panel of `w` (`n × k`) for `kernel`; returns the buffer and the panel size.
+fn pack_b_panels(
+    kernel: &GemmKernel,
+    w: &[i8],
+    n: usize,
+    k: usize,
+) -> Result<(AVec<u8, ConstAlign<64>>, usize)> {
+    let panel_bytes = (kernel.b_panel_bytes)(k);
+    let panels = n.div_ceil(kernel.nr);
+    let total = crate::validate::checked_product(&[panels, panel_bytes], "packed weights")?;
+    let mut packed = AVec::<u8, ConstAlign<64>>::from_iter(64, std::iter::repeat_n(0u8, total));
+    for (p, dst) in packed.chunks_mut(panel_bytes).enumerate() {
+        let j0 = p * kernel.nr;
+        let cols = kernel.nr.min(n - j0);
+        (kernel.pack_b)(&w[j0 * k..], k, cols, k, dst);
+    }
+    Ok((packed, panel_bytes))
+}
+
 /// Weights packed once for one microkernel, with everything the epilogue needs.
 pub struct PackedWeights {
     kernel: &'static GemmKernel,
@@ -144,6 +181,8 @@ pub struct PackedWeights {
     /// `ceil(N/NR)` panels of `b_panel_bytes(K)` bytes each.
     packed: AVec<u8, ConstAlign<64>>,
     panel_bytes: usize,
+    /// Second packing of B for the 7-bit companion kernel (exact AVX2 only).
+    a7: Option<A7Weights>,
     col_offsets: Vec<i32>,
     w_zp: Vec<i32>,
     any_w_zp: bool,
@@ -161,6 +200,7 @@ impl Clone for PackedWeights {
             k: self.k,
             packed: self.packed.clone(),
             panel_bytes: self.panel_bytes,
+            a7: self.a7.clone(),
             col_offsets: self.col_offsets.clone(),
             w_zp: self.w_zp.clone(),
             any_w_zp: self.any_w_zp,
@@ -245,15 +285,18 @@ impl PackedWeights {
                 kernel.name, kernel.isa
             )));
         }
-        let panel_bytes = (kernel.b_panel_bytes)(k);
-        let panels = n.div_ceil(kernel.nr);
-        let total = crate::validate::checked_product(&[panels, panel_bytes], "packed weights")?;
-        let mut packed = AVec::<u8, ConstAlign<64>>::from_iter(64, std::iter::repeat_n(0u8, total));
-        for (p, dst) in packed.chunks_mut(panel_bytes).enumerate() {
-            let j0 = p * kernel.nr;
-            let cols = kernel.nr.min(n - j0);
-            (kernel.pack_b)(&w[j0 * k..], k, cols, k, dst);
-        }
+        let (packed, panel_bytes) = pack_b_panels(kernel, w, n, k)?;
+        let a7 = match a7_companion(kernel).filter(|_| a7_enabled()) {
+            Some(k7) => {
+                let (packed, panel_bytes) = pack_b_panels(k7, w, n, k)?;
+                Some(A7Weights {
+                    kernel: k7,
+                    packed,
+                    panel_bytes,
+                })
+            }
+            None => None,
+        };
         let w_zp: Vec<i32> = (0..n).map(|j| wq.zero_point(j)).collect();
         let col_offsets = qkernels_ref::col_offsets(n, k, w, &w_zp);
         Ok(PackedWeights {
@@ -263,6 +306,7 @@ impl PackedWeights {
             k,
             packed,
             panel_bytes,
+            a7,
             col_offsets,
             any_w_zp: w_zp.iter().any(|&z| z != 0),
             w_zp,
@@ -327,6 +371,11 @@ impl PackedWeights {
     /// Name of the microkernel that runs these weights.
     pub fn kernel_name(&self) -> &'static str {
         self.kernel.name
+    }
+    /// The 7-bit companion kernel these weights were also packed for (exact AVX2: used on A
+    /// panels whose activations are all ≤ 127), if any.
+    pub fn seven_bit_kernel(&self) -> Option<&'static str> {
+        self.a7.as_ref().map(|a| a.kernel.name)
     }
     /// Whether the weights run in fbgemm's pair-saturating mode.
     pub fn saturates(&self) -> bool {
@@ -506,6 +555,8 @@ struct Plan<'p> {
     /// Single-row kernel (same packed B) for a last A panel holding one row: a full MR-row tile
     /// would spend MR× the MACs on it (M = 49 = 8·6 + 1 in ResNet's last stage).
     tail1: Option<&'static GemmKernel>,
+    /// The 7-bit companion and its packed B, when `kern` has one (not for the GEMV kernel).
+    a7: Option<&'p A7Weights>,
     ldc: usize,
 }
 
@@ -518,6 +569,11 @@ enum PanelAt {
     Source(usize),
     /// Offset into `Scratch::packed_a` of a one-row tail panel packed for `Plan::tail1`.
     Tail1(usize),
+    /// Offset into `Scratch::packed_a` of a panel packed for the 7-bit companion (`Plan::a7`):
+    /// every activation in it is ≤ 127.
+    A7(usize),
+    /// Offset into the source matrix of a full panel read in place by the 7-bit companion.
+    A7Source(usize),
 }
 
 /// Per-thread scratch, reused across the work items a thread runs.
@@ -631,6 +687,7 @@ fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
         epilogue: Epilogue::new(kern.isa),
         a_rows: a_is_row_major_u8(kern),
         tail1: if kern.mr > 1 { pw.gemv } else { None },
+        a7: pw.a7.as_ref().filter(|_| std::ptr::eq(kern, pw.kernel)),
         ldc,
     };
     let items: Vec<(usize, usize)> = (0..m.div_ceil(plan.mc))
@@ -691,6 +748,14 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
                     s.panels.push(PanelAt::Tail1(off));
                 } else if plan.a_rows && r == mr && lda == k && k == plan.kp {
                     s.panels.push(PanelAt::Source((row0 + i0) * lda));
+                } else if let Some(a7) = plan.a7.filter(|_| rows_fit_7_bits(src, lda, r, k)) {
+                    if r == mr && lda == k && k == a7.kernel.round_k(k) {
+                        s.panels.push(PanelAt::A7Source((row0 + i0) * lda));
+                    } else {
+                        let bytes = (a7.kernel.a_panel_bytes)(k);
+                        (a7.kernel.pack_a)(src, lda, r, k, &mut dst[..bytes]);
+                        s.panels.push(PanelAt::A7(off));
+                    }
                 } else {
                     (kern.pack_a)(src, lda, r, k, dst);
                     s.panels.push(PanelAt::Packed(off));
@@ -716,6 +781,10 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
                 if let Some(g) = tail1 {
                     (g.pack_a)(&s.rowbuf, k, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
                     s.panels.push(PanelAt::Tail1(off));
+                } else if let Some(a7) = plan.a7.filter(|_| rows_fit_7_bits(&s.rowbuf, k, r, k)) {
+                    let bytes = (a7.kernel.a_panel_bytes)(k);
+                    (a7.kernel.pack_a)(&s.rowbuf, k, r, k, &mut dst[..bytes]);
+                    s.panels.push(PanelAt::A7(off));
                 } else {
                     (kern.pack_a)(&s.rowbuf, k, r, k, dst);
                     s.panels.push(PanelAt::Packed(off));
@@ -731,42 +800,76 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
     }
 }
 
+/// Whether every activation of rows `i < r` (`src[i·lda ..][..k]`) is ≤ 127, i.e. the panel
+/// may go to the 7-bit companion kernel. An OR over the bytes (vectorised by the compiler):
+/// ≈ one instruction per 32 bytes, against 16 × 2 multiply instructions per 32 bytes of K.
+fn rows_fit_7_bits(src: &[u8], lda: usize, r: usize, k: usize) -> bool {
+    (0..r).all(|i| src[i * lda..][..k].iter().fold(0u8, |acc, &v| acc | v) < 0x80)
+}
+
 /// Runs the microkernel on A panel `ip` of the packed block and B panel `p` into `s.tile`
 /// (row stride NR); returns `(rows, cols)` of the valid part.
-fn tile(plan: &Plan<'_>, s: &mut Scratch, rows: usize, ip: usize, p: usize) -> (usize, usize) {
+fn tile<'p2>(
+    plan: &Plan<'p2>,
+    s: &mut Scratch,
+    rows: usize,
+    ip: usize,
+    p: usize,
+) -> (usize, usize) {
     let kern = plan.kern;
     let (mr, nr) = (kern.mr, kern.nr);
     let r = mr.min(rows - ip * mr);
     let cols = nr.min(plan.pw.n - p * nr);
-    let (ap, ukern) = match s.panels[ip] {
-        PanelAt::Packed(off) => (&s.packed_a[off..off + plan.a_panel], kern),
-        PanelAt::Source(off) => {
-            let (data, _) = plan
-                .a
-                .as_matrix()
-                .expect("in-place panels come from a matrix");
-            (&data[off..off + plan.a_panel], kern)
-        }
+    let k = plan.pw.k;
+    let source = |off: usize, len: usize| {
+        let (data, _) = plan
+            .a
+            .as_matrix()
+            .expect("in-place panels come from a matrix");
+        &data[off..off + len]
+    };
+    let main_b = || &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
+    let a7_b = |a7: &'p2 A7Weights| &a7.packed[p * a7.panel_bytes..][..a7.panel_bytes];
+    let a7 = || {
+        plan.a7
+            .expect("7-bit panels exist only with a 7-bit kernel")
+    };
+    let (ap, bp, ukern): (&[u8], &[u8], &GemmKernel) = match s.panels[ip] {
+        PanelAt::Packed(off) => (&s.packed_a[off..off + plan.a_panel], main_b(), kern),
+        PanelAt::Source(off) => (source(off, plan.a_panel), main_b(), kern),
         PanelAt::Tail1(off) => {
             let g = plan
                 .tail1
                 .expect("tail panels exist only with a tail kernel");
-            (&s.packed_a[off..off + (g.a_panel_bytes)(plan.pw.k)], g)
+            (&s.packed_a[off..off + (g.a_panel_bytes)(k)], main_b(), g)
+        }
+        PanelAt::A7(off) => {
+            let a7 = a7();
+            let len = (a7.kernel.a_panel_bytes)(k);
+            (&s.packed_a[off..off + len], a7_b(a7), a7.kernel)
+        }
+        PanelAt::A7Source(off) => {
+            let a7 = a7();
+            let len = (a7.kernel.a_panel_bytes)(k);
+            (source(off, len), a7_b(a7), a7.kernel)
         }
     };
-    let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
-    debug_assert_eq!(bp.len(), (ukern.b_panel_bytes)(plan.pw.k));
-    debug_assert_eq!(ap.len(), (ukern.a_panel_bytes)(plan.pw.k));
-    debug_assert!(r <= ukern.mr && plan.kp == ukern.round_k(plan.pw.k));
-    // SAFETY: `ap`/`bp` are whole panels in `ukern`'s layouts for K = `pw.k` (`kp` is K rounded
-    // to KR, the same for the kernel and its GEMV companion). An in-place A panel is MR full rows
-    // of kp = K = lda bytes, exactly what `pack_a` produces for a row-major kernel
-    // (`a_is_row_major_u8`); a tail panel was packed by the companion's own `pack_a`; the
-    // companion shares `pack_b` with the kernel that packed B. `s.tile` holds MR×NR i32 with
-    // row stride NR; `1 ≤ r ≤ ukern.mr`, `1 ≤ cols ≤ NR`; the ISA was checked at pack time.
+    let kc = ukern.round_k(k);
+    debug_assert_eq!(bp.len(), (ukern.b_panel_bytes)(k));
+    debug_assert_eq!(ap.len(), (ukern.a_panel_bytes)(k));
+    debug_assert!(r <= ukern.mr);
+    // SAFETY: `ap`/`bp` are whole panels in `ukern`'s layouts for K = `pw.k` (`kc` is K rounded
+    // to `ukern`'s KR). An in-place A panel is MR full rows of K = lda bytes with K a multiple
+    // of KR, exactly what `pack_a` produces for a row-major kernel (`a_is_row_major_u8`); a tail
+    // panel was packed by the GEMV companion's own `pack_a`, and the companion shares `pack_b`
+    // with the kernel that packed B; a 7-bit panel was packed (or checked in place) for the
+    // 7-bit companion, holds only bytes ≤ 127 (its `a_max`), and is paired with the B packed by
+    // that kernel's `pack_b`. `s.tile` holds MR×NR i32 with row stride NR (every kernel used
+    // here has the tile of `kern`); `1 ≤ r ≤ ukern.mr`, `1 ≤ cols ≤ NR`; the ISA was checked at
+    // pack time.
     unsafe {
         (ukern.ukernel)(
-            plan.kp,
+            kc,
             ap.as_ptr(),
             bp.as_ptr(),
             s.tile.as_mut_ptr(),
