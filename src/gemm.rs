@@ -143,6 +143,8 @@ struct A7Weights {
     kernel: &'static GemmKernel,
     packed: AVec<u8, ConstAlign<64>>,
     panel_bytes: usize,
+    /// `W` transposed (`K × N`), for the outlier corrections (see [`pack_a7`]).
+    wt: Vec<i8>,
 }
 
 /// Whether the 7-bit fast path may be used: on unless `QKERNELS_A7=0` (read once; a switch for
@@ -289,10 +291,17 @@ impl PackedWeights {
         let a7 = match a7_companion(kernel).filter(|_| a7_enabled()) {
             Some(k7) => {
                 let (packed, panel_bytes) = pack_b_panels(k7, w, n, k)?;
+                let mut wt = vec![0i8; n * k];
+                for (j, row) in w.chunks_exact(k).enumerate() {
+                    for (kk, &v) in row.iter().enumerate() {
+                        wt[kk * n + j] = v;
+                    }
+                }
                 Some(A7Weights {
                     kernel: k7,
                     packed,
                     panel_bytes,
+                    wt,
                 })
             }
             None => None,
@@ -569,9 +578,10 @@ enum PanelAt {
     Source(usize),
     /// Offset into `Scratch::packed_a` of a one-row tail panel packed for `Plan::tail1`.
     Tail1(usize),
-    /// Offset into `Scratch::packed_a` of a panel packed for the 7-bit companion (`Plan::a7`):
-    /// every activation in it is ≤ 127.
-    A7(usize),
+    /// Offset into `Scratch::packed_a` of a panel packed for the 7-bit companion (`Plan::a7`)
+    /// with the high bit of every activation cleared, and the range of `Scratch::outliers`
+    /// listing where that bit was set (see [`pack_a7`]).
+    A7(usize, (u32, u32)),
     /// Offset into the source matrix of a full panel read in place by the 7-bit companion.
     A7Source(usize),
 }
@@ -583,6 +593,8 @@ struct Scratch {
     rowbuf: Vec<u8>,
     row_sums: Vec<i32>,
     tile: Vec<i32>,
+    /// `(row in panel, k)` of the activations ≥ 128 of the current block's 7-bit panels.
+    outliers: Vec<(u32, u32)>,
 }
 
 thread_local! {
@@ -616,6 +628,7 @@ impl Scratch {
             },
             row_sums: vec![0; plan.mc],
             tile: vec![0; kern.mr * kern.nr],
+            outliers: Vec::new(),
         }
     }
 }
@@ -734,6 +747,7 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
     let (k, mr) = (plan.pw.k, kern.mr);
     let need_sums = plan.pw.any_w_zp;
     s.panels.clear();
+    s.outliers.clear();
     for p in 0..rows.div_ceil(mr) {
         let i0 = p * mr;
         let r = mr.min(rows - i0);
@@ -748,14 +762,12 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
                     s.panels.push(PanelAt::Tail1(off));
                 } else if plan.a_rows && r == mr && lda == k && k == plan.kp {
                     s.panels.push(PanelAt::Source((row0 + i0) * lda));
-                } else if let Some(a7) = plan.a7.filter(|_| rows_fit_7_bits(src, lda, r, k)) {
-                    if r == mr && lda == k && k == a7.kernel.round_k(k) {
-                        s.panels.push(PanelAt::A7Source((row0 + i0) * lda));
-                    } else {
-                        let bytes = (a7.kernel.a_panel_bytes)(k);
-                        (a7.kernel.pack_a)(src, lda, r, k, &mut dst[..bytes]);
-                        s.panels.push(PanelAt::A7(off));
-                    }
+                } else if let Some(at) = plan.a7.and_then(|a7| {
+                    let whole = r == mr && lda == k && k == a7.kernel.round_k(k);
+                    let in_place = whole.then_some((row0 + i0) * lda);
+                    pack_a7(a7, src, lda, r, k, dst, off, in_place, &mut s.outliers)
+                }) {
+                    s.panels.push(at);
                 } else {
                     (kern.pack_a)(src, lda, r, k, dst);
                     s.panels.push(PanelAt::Packed(off));
@@ -781,10 +793,11 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
                 if let Some(g) = tail1 {
                     (g.pack_a)(&s.rowbuf, k, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
                     s.panels.push(PanelAt::Tail1(off));
-                } else if let Some(a7) = plan.a7.filter(|_| rows_fit_7_bits(&s.rowbuf, k, r, k)) {
-                    let bytes = (a7.kernel.a_panel_bytes)(k);
-                    (a7.kernel.pack_a)(&s.rowbuf, k, r, k, &mut dst[..bytes]);
-                    s.panels.push(PanelAt::A7(off));
+                } else if let Some(at) = plan
+                    .a7
+                    .and_then(|a7| pack_a7(a7, &s.rowbuf, k, r, k, dst, off, None, &mut s.outliers))
+                {
+                    s.panels.push(at);
                 } else {
                     (kern.pack_a)(&s.rowbuf, k, r, k, dst);
                     s.panels.push(PanelAt::Packed(off));
@@ -800,11 +813,67 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
     }
 }
 
-/// Whether every activation of rows `i < r` (`src[i·lda ..][..k]`) is ≤ 127, i.e. the panel
-/// may go to the 7-bit companion kernel. An OR over the bytes (vectorised by the compiler):
-/// ≈ one instruction per 32 bytes, against 16 × 2 multiply instructions per 32 bytes of K.
-fn rows_fit_7_bits(src: &[u8], lda: usize, r: usize, k: usize) -> bool {
-    (0..r).all(|i| src[i * lda..][..k].iter().fold(0u8, |acc, &v| acc | v) < 0x80)
+/// Prepares the `r` rows at `src` (stride `lda`, `k` bytes each) for the 7-bit companion, or
+/// returns `None` when the general kernel should take them.
+///
+/// `Σ_k a·w = Σ_k (a & 0x7f)·w + 128 · Σ_{k: a ≥ 128} w` exactly (wrapping i32 is a ring), so a
+/// panel with a few activations ≥ 128 still runs the 7-bit kernel on its masked copy, and
+/// [`tile`] adds `128 · W[j][k]` to row `i` of the tile for each outlier `(i, k)` (one row of
+/// the transposed weights). Calibrated 7-bit models do have such outliers (the observer clips
+/// the histogram tail, the u8 clamp does not): ≈ 0.05 % of the activations of a PyTorch
+/// `reduce_range` ResNet-18, which leaves few panels of 6 × K bytes free of them. Past
+/// `K / 16` outliers per panel the corrections would cost more than the faster kernel saves,
+/// and the general kernel is used.
+///
+/// A panel without outliers is read in place when `in_place` gives its offset in the source
+/// matrix (full panel, `lda == K`, K a multiple of 4); otherwise it is packed at `off`.
+fn pack_a7(
+    a7: &A7Weights,
+    src: &[u8],
+    lda: usize,
+    r: usize,
+    k: usize,
+    dst: &mut [u8],
+    off: usize,
+    in_place: Option<usize>,
+    outliers: &mut Vec<(u32, u32)>,
+) -> Option<PanelAt> {
+    // Count of bytes ≥ 128 (vectorised: one shift and add per byte lane).
+    let high: usize = (0..r)
+        .map(|i| {
+            src[i * lda..][..k]
+                .iter()
+                .map(|&v| usize::from(v >> 7))
+                .sum::<usize>()
+        })
+        .sum();
+    if high == 0 {
+        if let Some(at) = in_place {
+            return Some(PanelAt::A7Source(at));
+        }
+    } else if high * 16 > k {
+        return None;
+    }
+    let kp = a7.kernel.round_k(k);
+    let dst = &mut dst[..(a7.kernel.a_panel_bytes)(k)];
+    (a7.kernel.pack_a)(src, lda, r, k, dst);
+    let start = outliers.len() as u32;
+    if high > 0 {
+        for (i, row) in dst.chunks_exact_mut(kp).take(r).enumerate() {
+            for (c, chunk) in row[..k].chunks_mut(32).enumerate() {
+                if chunk.iter().fold(0u8, |acc, &v| acc | v) < 0x80 {
+                    continue;
+                }
+                for (t, v) in chunk.iter_mut().enumerate() {
+                    if *v >= 0x80 {
+                        *v &= 0x7f;
+                        outliers.push((i as u32, (c * 32 + t) as u32));
+                    }
+                }
+            }
+        }
+    }
+    Some(PanelAt::A7(off, (start, outliers.len() as u32)))
 }
 
 /// Runs the microkernel on A panel `ip` of the packed block and B panel `p` into `s.tile`
@@ -843,7 +912,7 @@ fn tile<'p2>(
                 .expect("tail panels exist only with a tail kernel");
             (&s.packed_a[off..off + (g.a_panel_bytes)(k)], main_b(), g)
         }
-        PanelAt::A7(off) => {
+        PanelAt::A7(off, _) => {
             let a7 = a7();
             let len = (a7.kernel.a_panel_bytes)(k);
             (&s.packed_a[off..off + len], a7_b(a7), a7.kernel)
@@ -879,6 +948,17 @@ fn tile<'p2>(
             false,
         )
     };
+    if let PanelAt::A7(_, (o0, o1)) = s.panels[ip] {
+        // Put back the high bits masked off by `pack_a7`: `128 · W[j][k]` per outlier `(i, k)`.
+        let (wt, n, j0) = (&a7().wt, plan.pw.n, p * nr);
+        for &(i, kk) in &s.outliers[o0 as usize..o1 as usize] {
+            let w = &wt[kk as usize * n + j0..][..cols];
+            let t = &mut s.tile[i as usize * nr..][..cols];
+            for (t, &w) in t.iter_mut().zip(w) {
+                *t = t.wrapping_add(i32::from(w) << 7);
+            }
+        }
+    }
     (r, cols)
 }
 

@@ -385,8 +385,9 @@ fn changing_qparams_between_calls() {
 }
 
 /// Exact AVX2 packs B a second time for the `_a7` kernel and runs it on 7-bit A panels: every
-/// panel kind (packed from a strided matrix, read in place, streamed, the one-row tail, a panel
-/// with a single byte ≥ 128 next to 7-bit ones) must give the reference bytes.
+/// panel kind (packed from a strided matrix, read in place, streamed, the one-row tail, panels
+/// with a few activations ≥ 128 — masked and corrected — or too many of them) must give the
+/// reference bytes.
 #[test]
 fn seven_bit_panels_on_exact_avx2() {
     if !Isa::Avx2.is_supported() {
@@ -412,13 +413,25 @@ fn seven_bit_panels_on_exact_avx2() {
     // 2 (shorter than one K group); M = 13 = 2 full panels + a one-row tail.
     for (k, lda) in [(64, 64), (64, 71), (147, 147), (2, 2)] {
         for streamed in [false, true] {
-            for hot_row in [None, Some(0), Some(7), Some(12)] {
+            // Activations ≥ 128: none; one (the panel runs the 7-bit kernel on a masked copy and
+            // the tile gets the outlier correction) in the first panel, the second or the tail
+            // row; two in one row and one in another of the same panel; a quarter of a row
+            // (too many: that panel falls back to the general kernel).
+            let hot: [&[(usize, usize)]; 6] = [
+                &[],
+                &[(0, k - 1)],
+                &[(7, 0)],
+                &[(12, k / 2)],
+                &[(6, 0), (6, k - 1), (11, k / 3)],
+                &[(1, 0), (1, k / 4), (1, k / 2), (1, 3 * k / 4), (1, k - 1)],
+            ];
+            for spots in hot {
                 let mut c = random_case(&mut rng, 13, 37, k);
                 c.lda = lda;
                 c.streamed = streamed;
                 c.a = (0..12 * lda + k).map(|_| rng.gen_range(0..=127)).collect();
-                if let Some(i) = hot_row {
-                    c.a[i * lda + k - 1] = 255;
+                for &(i, kk) in spots {
+                    c.a[i * lda + kk] = rng.gen_range(128..=255);
                 }
                 check_case(&c, Isa::Avx2, false, &pools, &mut rng);
             }
