@@ -184,7 +184,7 @@ pub struct PackedWeights {
     packed: AVec<u8, ConstAlign<64>>,
     panel_bytes: usize,
     /// Second packing of B for the 7-bit companion kernel (exact AVX2 only).
-    a7: Option<A7Weights>,
+    a7: Option<Box<A7Weights>>,
     col_offsets: Vec<i32>,
     w_zp: Vec<i32>,
     any_w_zp: bool,
@@ -297,12 +297,12 @@ impl PackedWeights {
                         wt[kk * n + j] = v;
                     }
                 }
-                Some(A7Weights {
+                Some(Box::new(A7Weights {
                     kernel: k7,
                     packed,
                     panel_bytes,
                     wt,
-                })
+                }))
             }
             None => None,
         };
@@ -700,7 +700,7 @@ fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
         epilogue: Epilogue::new(kern.isa),
         a_rows: a_is_row_major_u8(kern),
         tail1: if kern.mr > 1 { pw.gemv } else { None },
-        a7: pw.a7.as_ref().filter(|_| std::ptr::eq(kern, pw.kernel)),
+        a7: pw.a7.as_deref().filter(|_| std::ptr::eq(kern, pw.kernel)),
         ldc,
     };
     let items: Vec<(usize, usize)> = (0..m.div_ceil(plan.mc))
