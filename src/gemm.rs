@@ -287,6 +287,14 @@ impl PackedWeights {
                 kernel.name, kernel.isa
             )));
         }
+        if kernel.a_max < 255 {
+            return crate::invalid!(
+                "kernel {} is exact only for activations <= {}: it runs as the 7-bit companion of \
+                 a general kernel, on panels the driver has checked",
+                kernel.name,
+                kernel.a_max
+            );
+        }
         let (packed, panel_bytes) = pack_b_panels(kernel, w, n, k)?;
         let a7 = match a7_companion(kernel).filter(|_| a7_enabled()) {
             Some(k7) => {
