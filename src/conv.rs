@@ -18,8 +18,7 @@
 //! as a pass over its output.
 
 use crate::gemm::{
-    ASource, GemmOptions, Indirect, Matrix, PackedWeights, Residual, gemm_requant,
-    gemm_requant_add,
+    ASource, GemmOptions, Indirect, Matrix, PackedWeights, Residual, gemm_requant, gemm_requant_add,
 };
 use crate::validate::{
     check_capacity, check_len, check_nonzero, check_qparams_u8, checked_product,

@@ -20,7 +20,8 @@ use crate::validate::{check_capacity, check_nonzero, check_qparams_u8, check_wei
 use crate::{Error, Isa, QParams, Result, WeightQParams};
 use aligned_vec::{AVec, ConstAlign};
 use qkernels_kernels::gemm::{
-    GemmKernel, IgemmKernel, a_is_row_major_u8, best_kernel, gemv_companion, igemm_companion,
+    GemmKernel, IgemmKernel, a_is_row_major_u8, a7_companion, best_kernel, gemv_companion,
+    igemm_companion,
 };
 use qkernels_kernels::ops::AddParams;
 use qkernels_kernels::requant::{Epilogue, RequantCols, TileAdd, correct_tile};
@@ -267,6 +268,43 @@ struct EpilogueCache {
     col_term: Arc<Vec<i32>>,
 }
 
+/// B packed a second time for the kernel's 7-bit companion ([`a7_companion`]): the driver runs
+/// that kernel on A panels whose activations are all ≤ 127, where it is exact.
+#[derive(Clone)]
+struct A7Weights {
+    kernel: &'static GemmKernel,
+    packed: AVec<u8, ConstAlign<64>>,
+    panel_bytes: usize,
+    /// `W` transposed (`K × N`), for the outlier corrections (see [`pack_a7`]).
+    wt: Vec<i8>,
+}
+
+/// Whether the 7-bit fast path may be used: on unless `QKERNELS_A7=0` (read once; a switch for
+/// A/B measurements — the bytes are identical either way).
+fn a7_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("QKERNELS_A7").map_or(true, |v| v != "0"))
+}
+
+/// Packs every B panel of `w` (`n × k`) for `kernel`; returns the buffer and the panel size.
+fn pack_b_panels(
+    kernel: &GemmKernel,
+    w: &[i8],
+    n: usize,
+    k: usize,
+) -> Result<(AVec<u8, ConstAlign<64>>, usize)> {
+    let panel_bytes = (kernel.b_panel_bytes)(k);
+    let panels = n.div_ceil(kernel.nr);
+    let total = crate::validate::checked_product(&[panels, panel_bytes], "packed weights")?;
+    let mut packed = AVec::<u8, ConstAlign<64>>::from_iter(64, std::iter::repeat_n(0u8, total));
+    for (p, dst) in packed.chunks_mut(panel_bytes).enumerate() {
+        let j0 = p * kernel.nr;
+        let cols = kernel.nr.min(n - j0);
+        (kernel.pack_b)(&w[j0 * k..], k, cols, k, dst);
+    }
+    Ok((packed, panel_bytes))
+}
+
 /// Weights packed once for one microkernel, with everything the epilogue needs.
 pub struct PackedWeights {
     kernel: &'static GemmKernel,
@@ -277,6 +315,8 @@ pub struct PackedWeights {
     /// `ceil(N/NR)` panels of `b_panel_bytes(K)` bytes each.
     packed: AVec<u8, ConstAlign<64>>,
     panel_bytes: usize,
+    /// Second packing of B for the 7-bit companion kernel (exact AVX2 only).
+    a7: Option<Box<A7Weights>>,
     col_offsets: Vec<i32>,
     w_zp: Vec<i32>,
     any_w_zp: bool,
@@ -294,6 +334,7 @@ impl Clone for PackedWeights {
             k: self.k,
             packed: self.packed.clone(),
             panel_bytes: self.panel_bytes,
+            a7: self.a7.clone(),
             col_offsets: self.col_offsets.clone(),
             w_zp: self.w_zp.clone(),
             any_w_zp: self.any_w_zp,
@@ -378,15 +419,33 @@ impl PackedWeights {
                 kernel.name, kernel.isa
             )));
         }
-        let panel_bytes = (kernel.b_panel_bytes)(k);
-        let panels = n.div_ceil(kernel.nr);
-        let total = crate::validate::checked_product(&[panels, panel_bytes], "packed weights")?;
-        let mut packed = AVec::<u8, ConstAlign<64>>::from_iter(64, std::iter::repeat_n(0u8, total));
-        for (p, dst) in packed.chunks_mut(panel_bytes).enumerate() {
-            let j0 = p * kernel.nr;
-            let cols = kernel.nr.min(n - j0);
-            (kernel.pack_b)(&w[j0 * k..], k, cols, k, dst);
+        if kernel.a_max < 255 {
+            return crate::invalid!(
+                "kernel {} is exact only for activations <= {}: it runs as the 7-bit companion of \
+                 a general kernel, on panels the driver has checked",
+                kernel.name,
+                kernel.a_max
+            );
         }
+        let (packed, panel_bytes) = pack_b_panels(kernel, w, n, k)?;
+        let a7 = match a7_companion(kernel).filter(|_| a7_enabled()) {
+            Some(k7) => {
+                let (packed, panel_bytes) = pack_b_panels(k7, w, n, k)?;
+                let mut wt = vec![0i8; n * k];
+                for (j, row) in w.chunks_exact(k).enumerate() {
+                    for (kk, &v) in row.iter().enumerate() {
+                        wt[kk * n + j] = v;
+                    }
+                }
+                Some(Box::new(A7Weights {
+                    kernel: k7,
+                    packed,
+                    panel_bytes,
+                    wt,
+                }))
+            }
+            None => None,
+        };
         let w_zp: Vec<i32> = (0..n).map(|j| wq.zero_point(j)).collect();
         let col_offsets = qkernels_ref::col_offsets(n, k, w, &w_zp);
         Ok(PackedWeights {
@@ -396,6 +455,7 @@ impl PackedWeights {
             k,
             packed,
             panel_bytes,
+            a7,
             col_offsets,
             any_w_zp: w_zp.iter().any(|&z| z != 0),
             w_zp,
@@ -460,6 +520,11 @@ impl PackedWeights {
     /// Name of the microkernel that runs these weights.
     pub fn kernel_name(&self) -> &'static str {
         self.kernel.name
+    }
+    /// The 7-bit companion kernel these weights were also packed for (exact AVX2: used on A
+    /// panels whose activations are all ≤ 127), if any.
+    pub fn seven_bit_kernel(&self) -> Option<&'static str> {
+        self.a7.as_ref().map(|a| a.kernel.name)
     }
     /// Whether the weights run in fbgemm's pair-saturating mode.
     pub fn saturates(&self) -> bool {
@@ -809,6 +874,8 @@ struct Plan<'p> {
     /// an IGEMM companion, `ic % KR == 0`, no weight zero point so no row sums): full panels are
     /// then indirection arrays instead of packed rows.
     igemm: Option<(&'static IgemmKernel, Indirect<'p>)>,
+    /// The 7-bit companion and its packed B, when `kern` has one (not for the GEMV kernel).
+    a7: Option<&'p A7Weights>,
     ldc: usize,
 }
 
@@ -823,6 +890,12 @@ enum PanelAt {
     Tail1(usize),
     /// Offset into `Scratch::ind` of the `taps · MR` pointers of an indirect tile.
     Indirect(usize),
+    /// Offset into `Scratch::packed_a` of a panel packed for the 7-bit companion (`Plan::a7`)
+    /// with the high bit of every activation cleared, and the range of `Scratch::outliers`
+    /// listing where that bit was set (see [`pack_a7`]).
+    A7(usize, (u32, u32)),
+    /// Offset into the source matrix of a full panel read in place by the 7-bit companion.
+    A7Source(usize),
 }
 
 /// Per-thread scratch, reused across the work items a thread runs.
@@ -841,6 +914,8 @@ struct Scratch {
     zero: Vec<u8>,
     /// [`Indirect::tap_offsets`] of this call.
     tap_off: Vec<usize>,
+    /// `(row in panel, k)` of the activations ≥ 128 of the current block's 7-bit panels.
+    outliers: Vec<(u32, u32)>,
 }
 
 thread_local! {
@@ -897,6 +972,7 @@ impl Scratch {
                 Some((_, ind)) => ind.tap_offsets(),
                 None => Vec::new(),
             },
+            outliers: Vec::new(),
         }
     }
 }
@@ -981,6 +1057,7 @@ fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
         a_rows: a_is_row_major_u8(kern),
         tail1: if kern.mr > 1 { pw.gemv } else { None },
         igemm: igemm_for(pw, kern, a),
+        a7: pw.a7.as_deref().filter(|_| std::ptr::eq(kern, pw.kernel)),
         ldc,
     };
     let items: Vec<(usize, usize)> = (0..m.div_ceil(plan.mc))
@@ -1074,6 +1151,7 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
     let (k, mr) = (plan.pw.k, kern.mr);
     let need_sums = plan.pw.any_w_zp;
     s.panels.clear();
+    s.outliers.clear();
     for p in 0..rows.div_ceil(mr) {
         let i0 = p * mr;
         let r = mr.min(rows - i0);
@@ -1088,6 +1166,12 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
                     s.panels.push(PanelAt::Tail1(off));
                 } else if plan.a_rows && r == mr && lda == k && k == plan.kp {
                     s.panels.push(PanelAt::Source((row0 + i0) * lda));
+                } else if let Some(at) = plan.a7.and_then(|a7| {
+                    let whole = r == mr && lda == k && k == a7.kernel.round_k(k);
+                    let in_place = whole.then_some((row0 + i0) * lda);
+                    pack_a7(a7, src, lda, r, k, dst, off, in_place, &mut s.outliers)
+                }) {
+                    s.panels.push(at);
                 } else {
                     (kern.pack_a)(src, lda, r, k, dst);
                     s.panels.push(PanelAt::Packed(off));
@@ -1113,6 +1197,11 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
                 if let Some(g) = tail1 {
                     (g.pack_a)(&s.rowbuf, k, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
                     s.panels.push(PanelAt::Tail1(off));
+                } else if let Some(at) = plan
+                    .a7
+                    .and_then(|a7| pack_a7(a7, &s.rowbuf, k, r, k, dst, off, None, &mut s.outliers))
+                {
+                    s.panels.push(at);
                 } else {
                     (kern.pack_a)(&s.rowbuf, k, r, k, dst);
                     s.panels.push(PanelAt::Packed(off));
@@ -1128,15 +1217,84 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
     }
 }
 
+/// Prepares the `r` rows at `src` (stride `lda`, `k` bytes each) for the 7-bit companion, or
+/// returns `None` when the general kernel should take them.
+///
+/// `Σ_k a·w = Σ_k (a & 0x7f)·w + 128 · Σ_{k: a ≥ 128} w` exactly (wrapping i32 is a ring), so a
+/// panel with a few activations ≥ 128 still runs the 7-bit kernel on its masked copy, and
+/// [`tile`] adds `128 · W[j][k]` to row `i` of the tile for each outlier `(i, k)` (one row of
+/// the transposed weights). Calibrated 7-bit models do have such outliers (the observer clips
+/// the histogram tail, the u8 clamp does not): ≈ 0.05 % of the activations of a PyTorch
+/// `reduce_range` ResNet-18, which leaves few panels of 6 × K bytes free of them. Past
+/// `K / 16` outliers per panel the corrections would cost more than the faster kernel saves,
+/// and the general kernel is used.
+///
+/// A panel without outliers is read in place when `in_place` gives its offset in the source
+/// matrix (full panel, `lda == K`, K a multiple of 4); otherwise it is packed at `off`.
+fn pack_a7(
+    a7: &A7Weights,
+    src: &[u8],
+    lda: usize,
+    r: usize,
+    k: usize,
+    dst: &mut [u8],
+    off: usize,
+    in_place: Option<usize>,
+    outliers: &mut Vec<(u32, u32)>,
+) -> Option<PanelAt> {
+    // Count of bytes ≥ 128 (vectorised: one shift and add per byte lane).
+    let high: usize = (0..r)
+        .map(|i| {
+            src[i * lda..][..k]
+                .iter()
+                .map(|&v| usize::from(v >> 7))
+                .sum::<usize>()
+        })
+        .sum();
+    if high == 0 {
+        if let Some(at) = in_place {
+            return Some(PanelAt::A7Source(at));
+        }
+    } else if high * 16 > k {
+        return None;
+    }
+    let kp = a7.kernel.round_k(k);
+    let dst = &mut dst[..(a7.kernel.a_panel_bytes)(k)];
+    (a7.kernel.pack_a)(src, lda, r, k, dst);
+    let start = outliers.len() as u32;
+    if high > 0 {
+        for (i, row) in dst.chunks_exact_mut(kp).take(r).enumerate() {
+            for (c, chunk) in row[..k].chunks_mut(32).enumerate() {
+                if chunk.iter().fold(0u8, |acc, &v| acc | v) < 0x80 {
+                    continue;
+                }
+                for (t, v) in chunk.iter_mut().enumerate() {
+                    if *v >= 0x80 {
+                        *v &= 0x7f;
+                        outliers.push((i as u32, (c * 32 + t) as u32));
+                    }
+                }
+            }
+        }
+    }
+    Some(PanelAt::A7(off, (start, outliers.len() as u32)))
+}
+
 /// Runs the microkernel on A panel `ip` of the packed block and B panel `p` into `s.tile`
 /// (row stride NR); returns `(rows, cols)` of the valid part.
-fn tile(plan: &Plan<'_>, s: &mut Scratch, rows: usize, ip: usize, p: usize) -> (usize, usize) {
+fn tile<'p2>(
+    plan: &Plan<'p2>,
+    s: &mut Scratch,
+    rows: usize,
+    ip: usize,
+    p: usize,
+) -> (usize, usize) {
     let kern = plan.kern;
     let (mr, nr) = (kern.mr, kern.nr);
     let r = mr.min(rows - ip * mr);
     let cols = nr.min(plan.pw.n - p * nr);
-    let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
     if let (PanelAt::Indirect(off), Some((ik, ind))) = (s.panels[ip], &plan.igemm) {
+        let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
         let taps = ind.taps();
         let ptrs = &s.ind[off..off + taps * mr];
         debug_assert_eq!((ik.gemm.mr, ik.gemm.nr), (mr, nr));
@@ -1160,35 +1318,57 @@ fn tile(plan: &Plan<'_>, s: &mut Scratch, rows: usize, ip: usize, p: usize) -> (
         };
         return (r, cols);
     }
-    let (ap, ukern) = match s.panels[ip] {
-        PanelAt::Packed(off) => (&s.packed_a[off..off + plan.a_panel], kern),
-        PanelAt::Source(off) => {
-            let (data, _) = plan
-                .a
-                .as_matrix()
-                .expect("in-place panels come from a matrix");
-            (&data[off..off + plan.a_panel], kern)
-        }
+    let k = plan.pw.k;
+    let source = |off: usize, len: usize| {
+        let (data, _) = plan
+            .a
+            .as_matrix()
+            .expect("in-place panels come from a matrix");
+        &data[off..off + len]
+    };
+    let main_b = || &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
+    let a7_b = |a7: &'p2 A7Weights| &a7.packed[p * a7.panel_bytes..][..a7.panel_bytes];
+    let a7 = || {
+        plan.a7
+            .expect("7-bit panels exist only with a 7-bit kernel")
+    };
+    let (ap, bp, ukern): (&[u8], &[u8], &GemmKernel) = match s.panels[ip] {
+        PanelAt::Packed(off) => (&s.packed_a[off..off + plan.a_panel], main_b(), kern),
+        PanelAt::Source(off) => (source(off, plan.a_panel), main_b(), kern),
         PanelAt::Tail1(off) => {
             let g = plan
                 .tail1
                 .expect("tail panels exist only with a tail kernel");
-            (&s.packed_a[off..off + (g.a_panel_bytes)(plan.pw.k)], g)
+            (&s.packed_a[off..off + (g.a_panel_bytes)(k)], main_b(), g)
+        }
+        PanelAt::A7(off, _) => {
+            let a7 = a7();
+            let len = (a7.kernel.a_panel_bytes)(k);
+            (&s.packed_a[off..off + len], a7_b(a7), a7.kernel)
+        }
+        PanelAt::A7Source(off) => {
+            let a7 = a7();
+            let len = (a7.kernel.a_panel_bytes)(k);
+            (source(off, len), a7_b(a7), a7.kernel)
         }
         PanelAt::Indirect(_) => unreachable!("indirect panels exist only on the IGEMM path"),
     };
-    debug_assert_eq!(bp.len(), (ukern.b_panel_bytes)(plan.pw.k));
-    debug_assert_eq!(ap.len(), (ukern.a_panel_bytes)(plan.pw.k));
-    debug_assert!(r <= ukern.mr && plan.kp == ukern.round_k(plan.pw.k));
-    // SAFETY: `ap`/`bp` are whole panels in `ukern`'s layouts for K = `pw.k` (`kp` is K rounded
-    // to KR, the same for the kernel and its GEMV companion). An in-place A panel is MR full rows
-    // of kp = K = lda bytes, exactly what `pack_a` produces for a row-major kernel
-    // (`a_is_row_major_u8`); a tail panel was packed by the companion's own `pack_a`; the
-    // companion shares `pack_b` with the kernel that packed B. `s.tile` holds MR×NR i32 with
-    // row stride NR; `1 ≤ r ≤ ukern.mr`, `1 ≤ cols ≤ NR`; the ISA was checked at pack time.
+    let kc = ukern.round_k(k);
+    debug_assert_eq!(bp.len(), (ukern.b_panel_bytes)(k));
+    debug_assert_eq!(ap.len(), (ukern.a_panel_bytes)(k));
+    debug_assert!(r <= ukern.mr);
+    // SAFETY: `ap`/`bp` are whole panels in `ukern`'s layouts for K = `pw.k` (`kc` is K rounded
+    // to `ukern`'s KR). An in-place A panel is MR full rows of K = lda bytes with K a multiple
+    // of KR, exactly what `pack_a` produces for a row-major kernel (`a_is_row_major_u8`); a tail
+    // panel was packed by the GEMV companion's own `pack_a`, and the companion shares `pack_b`
+    // with the kernel that packed B; a 7-bit panel was packed (or checked in place) for the
+    // 7-bit companion, holds only bytes ≤ 127 (its `a_max`), and is paired with the B packed by
+    // that kernel's `pack_b`. `s.tile` holds MR×NR i32 with row stride NR (every kernel used
+    // here has the tile of `kern`); `1 ≤ r ≤ ukern.mr`, `1 ≤ cols ≤ NR`; the ISA was checked at
+    // pack time.
     unsafe {
         (ukern.ukernel)(
-            plan.kp,
+            kc,
             ap.as_ptr(),
             bp.as_ptr(),
             s.tile.as_mut_ptr(),
@@ -1198,6 +1378,17 @@ fn tile(plan: &Plan<'_>, s: &mut Scratch, rows: usize, ip: usize, p: usize) -> (
             false,
         )
     };
+    if let PanelAt::A7(_, (o0, o1)) = s.panels[ip] {
+        // Put back the high bits masked off by `pack_a7`: `128 · W[j][k]` per outlier `(i, k)`.
+        let (wt, n, j0) = (&a7().wt, plan.pw.n, p * nr);
+        for &(i, kk) in &s.outliers[o0 as usize..o1 as usize] {
+            let w = &wt[kk as usize * n + j0..][..cols];
+            let t = &mut s.tile[i as usize * nr..][..cols];
+            for (t, &w) in t.iter_mut().zip(w) {
+                *t = t.wrapping_add(i32::from(w) << 7);
+            }
+        }
+    }
     (r, cols)
 }
 

@@ -2,7 +2,7 @@
 //!
 //! * seeded property tests over random shapes (M, N, K in 1..=300 plus edge shapes), both
 //!   activation zero-point extremes, per-tensor asymmetric and per-channel weights, bias on/off,
-//!   ReLU on/off, u8 (requantized) and i32 outputs, strided A and C, plain-matrix and streamed
+//!   ReLU on/off, full-range and 7-bit activations (mixed panels), u8 (requantized) and i32 outputs, strided A and C, plain-matrix and streamed
 //!   (`ASource::fill`) A, for **every supported ISA**, in Exact and SaturateAll modes, on rayon
 //!   pools of 1, 2 and 3 threads (the results must not depend on the thread count);
 //! * the golden PyTorch `linear` cases through `PackedWeights` on every ISA and thread count.
@@ -64,9 +64,24 @@ fn random_case(rng: &mut StdRng, m: usize, n: usize, k: usize) -> Case {
     let lda = k + if rng.gen_bool(0.5) { 0 } else { 5 };
     let ldc = n + if rng.gen_bool(0.5) { 0 } else { 3 };
     let extreme = rng.gen_bool(0.2);
-    let a: Vec<u8> = (0..(m - 1) * lda + k)
-        .map(|_| if extreme { 255 } else { rng.r#gen() })
+    // 7-bit activations (what a `reduce_range` model produces; exact AVX2 then runs the `_a7`
+    // kernel) with one byte ≥ 128 in about a tenth of the rows, so that 7-bit and general A
+    // panels mix within one GEMM.
+    let seven = !extreme && rng.gen_bool(0.4);
+    let mut a: Vec<u8> = (0..(m - 1) * lda + k)
+        .map(|_| match (extreme, seven) {
+            (true, _) => 255,
+            (false, true) => rng.gen_range(0..=127),
+            (false, false) => rng.r#gen(),
+        })
         .collect();
+    if seven {
+        for i in 0..m {
+            if rng.gen_bool(0.1) {
+                a[i * lda + rng.gen_range(0..k)] = rng.gen_range(128..=255);
+            }
+        }
+    }
     let w: Vec<i8> = (0..n * k)
         .map(|_| if extreme { -128 } else { rng.r#gen() })
         .collect();
@@ -364,6 +379,61 @@ fn changing_qparams_between_calls() {
             for i in 0..c.m {
                 let want: Vec<u8> = (0..c.n).map(|j| rq.apply(raw[i * c.n + j], j)).collect();
                 assert_eq!(&got[i * c.ldc..i * c.ldc + c.n], &want[..], "{isa} row {i}");
+            }
+        }
+    }
+}
+
+/// Exact AVX2 packs B a second time for the `_a7` kernel and runs it on 7-bit A panels: every
+/// panel kind (packed from a strided matrix, read in place, streamed, the one-row tail, panels
+/// with a few activations ≥ 128 — masked and corrected — or too many of them) must give the
+/// reference bytes.
+#[test]
+fn seven_bit_panels_on_exact_avx2() {
+    if !Isa::Avx2.is_supported() {
+        println!("AVX2 not supported here: nothing to check");
+        return;
+    }
+    let opts = GemmOptions::for_isa(Isa::Avx2).unwrap();
+    let pw = PackedWeights::with_options(
+        &[1i8; 64 * 4],
+        4,
+        64,
+        &WeightQParams::per_tensor(0.01, 0),
+        None,
+        &opts,
+    )
+    .unwrap();
+    if std::env::var("QKERNELS_A7").as_deref() != Ok("0") {
+        assert_eq!(pw.seven_bit_kernel(), Some("u8s8s32_gemm_avx2_6x16c4_a7"));
+    }
+    let pools = pools();
+    let mut rng = StdRng::seed_from_u64(0xa7a7);
+    // K = 64 (multiple of 4: full panels of a dense matrix are read in place), 147 (packed),
+    // 2 (shorter than one K group); M = 13 = 2 full panels + a one-row tail.
+    for (k, lda) in [(64, 64), (64, 71), (147, 147), (2, 2)] {
+        for streamed in [false, true] {
+            // Activations ≥ 128: none; one (the panel runs the 7-bit kernel on a masked copy and
+            // the tile gets the outlier correction) in the first panel, the second or the tail
+            // row; two in one row and one in another of the same panel; a quarter of a row
+            // (too many: that panel falls back to the general kernel).
+            let hot: [&[(usize, usize)]; 6] = [
+                &[],
+                &[(0, k - 1)],
+                &[(7, 0)],
+                &[(12, k / 2)],
+                &[(6, 0), (6, k - 1), (11, k / 3)],
+                &[(1, 0), (1, k / 4), (1, k / 2), (1, 3 * k / 4), (1, k - 1)],
+            ];
+            for spots in hot {
+                let mut c = random_case(&mut rng, 13, 37, k);
+                c.lda = lda;
+                c.streamed = streamed;
+                c.a = (0..12 * lda + k).map(|_| rng.gen_range(0..=127)).collect();
+                for &(i, kk) in spots {
+                    c.a[i * lda + kk] = rng.gen_range(128..=255);
+                }
+                check_case(&c, Isa::Avx2, false, &pools, &mut rng);
             }
         }
     }

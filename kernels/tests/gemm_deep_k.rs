@@ -44,7 +44,10 @@ fn deep_k_wraps_like_the_reference() {
             // Mostly extreme values (255 × −128 and 255 × 127), with random rows mixed in so
             // that rows and columns differ.
             let a: Vec<u8> = (0..m * k)
-                .map(|x| if x / k % 2 == 0 { 255 } else { rng.r#gen() })
+                .map(|x| {
+                    let v = if x / k % 2 == 0 { 255 } else { rng.r#gen() };
+                    v.min(kernel.a_max)
+                })
                 .collect();
             let w: Vec<i8> = (0..n * k)
                 .map(|x| match x / k % 3 {

@@ -135,6 +135,7 @@ pub static U8S8S32_GEMM_NEONI8MM_8X8C8: GemmKernel = GemmKernel {
     name: "u8s8s32_gemm_neoni8mm_8x8c8",
     isa: Isa::NeonI8mm,
     saturating: false,
+    a_max: 255,
     mr: MR,
     nr: NR,
     kr: KR,

@@ -177,6 +177,7 @@ pub static U8S8S32_GEMM_NEONDOT_8X8C4: GemmKernel = GemmKernel {
     name: "u8s8s32_gemm_neondot_8x8c4",
     isa: Isa::NeonDot,
     saturating: false,
+    a_max: 255,
     mr: MR,
     nr: NR,
     kr: KR,

@@ -84,6 +84,11 @@ pub struct GemmKernel {
     pub isa: Isa,
     /// fbgemm i16 pair saturation (`vpmaddubsw` semantics) instead of exact sums.
     pub saturating: bool,
+    /// The largest A byte for which the kernel keeps its contract: 255 for every general kernel;
+    /// 127 for the `_a7` kernels, which use `vpmaddubsw` and are exact only because
+    /// `2 · 127 · 128 < 2^15` (no i16 pair can saturate). The driver runs an `_a7` kernel only on
+    /// A panels it has checked (see [`a7_companion`]).
+    pub a_max: u8,
     pub mr: usize,
     pub nr: usize,
     pub kr: usize,
@@ -240,6 +245,7 @@ pub fn all_kernels() -> Vec<&'static GemmKernel> {
         &x86_avx2::U8S8S32_GEMM_AVX2_1X16C2,
         &x86_avx2::U8S8S32_GEMM_AVX2_6X16C4_SAT16,
         &x86_avx2::U8S8S32_GEMM_AVX2_1X16C4_SAT16,
+        &x86_avx2::U8S8S32_GEMM_AVX2_6X16C4_A7,
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_8X32C4,
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_14X32C4,
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_6X64C4,
@@ -285,7 +291,11 @@ fn production(isa: Isa, saturating: bool) -> Option<&'static GemmKernel> {
         }
     }
     all_kernels().into_iter().find(|k| {
-        k.isa == isa && k.saturating == saturating && !k.name.ends_with("_test") && k.mr > 1
+        k.isa == isa
+            && k.saturating == saturating
+            && k.a_max == 255
+            && !k.name.ends_with("_test")
+            && k.mr > 1
     })
 }
 
@@ -312,7 +322,32 @@ pub fn gemv_companion(kernel: &GemmKernel) -> Option<&'static GemmKernel> {
             && k.nr == kernel.nr
             && k.kr == kernel.kr
             && std::ptr::fn_addr_eq(k.pack_b, kernel.pack_b)
+            && k.a_max == kernel.a_max
             && !k.name.ends_with("_test")
+    })
+}
+
+/// The 7-bit-activation companion of an exact production kernel: an exact kernel of the same
+/// ISA and tile (`mr`, `nr`) with `a_max == 127` and its own packed-B layout, or `None`.
+///
+/// Why: exact AVX2 multiplies i16-widened operands with `vpmaddwd` (16 MACs per multiply
+/// instruction, twice the operand bytes). When every activation of an A panel is ≤ 127 the
+/// `vpmaddubsw` pair sum cannot saturate (`|2 · 127 · (−128)| = 32 512 < 32 768`), so fbgemm's
+/// u8 sequence is exact there: same multiply-port cost per MAC but half the bytes moved, no
+/// widening pass over A, and A panels read in place. PyTorch's fbgemm qconfig calibrates
+/// activations to 7 bits (`reduce_range=True`), so most panels of such a model qualify; the
+/// driver checks each panel (an OR over its bytes while it is packed) and uses the companion only
+/// where it is exact — the bytes are identical to the general kernel's by construction.
+pub fn a7_companion(kernel: &GemmKernel) -> Option<&'static GemmKernel> {
+    if kernel.saturating || kernel.a_max < 255 {
+        return None;
+    }
+    all_kernels().into_iter().find(|k| {
+        k.isa == kernel.isa
+            && !k.saturating
+            && k.a_max == 127
+            && k.mr == kernel.mr
+            && k.nr == kernel.nr
     })
 }
 

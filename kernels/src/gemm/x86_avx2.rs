@@ -12,6 +12,11 @@
 //! → `vpaddd`, on the default c4 byte layout: each `vpmaddubsw` lane saturates exactly the pair
 //! `(2t, 2t+1)` of K that `qkernels_ref` saturates (blocks always start at an even K).
 //!
+//! **7-bit exact kernel (`6x16c4_a7`).** The saturating kernel's code registered as an exact
+//! kernel with `a_max = 127`: on panels whose activations are all ≤ 127 no pair can saturate, so
+//! the driver runs it there instead of `6x16c2` (half the operand bytes, no widening; see
+//! [`super::a7_companion`]).
+//!
 //! **GEMV kernels (`1x16…`).** Same packed-B layout as their 6-row siblings (the driver uses them
 //! for M = 1 with the same `PackedWeights`), with two independent accumulator sets over K so the
 //! `vpaddd` dependency chain does not limit a single-row tile.
@@ -275,6 +280,7 @@ pub static U8S8S32_GEMM_AVX2_6X16C2: GemmKernel = GemmKernel {
     name: "u8s8s32_gemm_avx2_6x16c2",
     isa: Isa::Avx2,
     saturating: false,
+    a_max: 255,
     mr: 6,
     nr: 16,
     kr: 2,
@@ -291,6 +297,7 @@ pub static U8S8S32_GEMM_AVX2_1X16C2: GemmKernel = GemmKernel {
     name: "u8s8s32_gemm_avx2_1x16c2",
     isa: Isa::Avx2,
     saturating: false,
+    a_max: 255,
     mr: 1,
     nr: 16,
     kr: 2,
@@ -307,6 +314,27 @@ pub static U8S8S32_GEMM_AVX2_6X16C4_SAT16: GemmKernel = GemmKernel {
     name: "u8s8s32_gemm_avx2_6x16c4_sat16",
     isa: Isa::Avx2,
     saturating: true,
+    a_max: 255,
+    mr: 6,
+    nr: 16,
+    kr: 4,
+    pack_a: pack_a_rows_u8::<6, 4>,
+    pack_b: pack_b_ckr::<16, 4>,
+    a_panel_bytes: rows_u8_panel_bytes::<6, 4>,
+    b_panel_bytes: ckr_panel_bytes::<16, 4>,
+    ukernel: ukernel_sat16::<6, 2>,
+};
+
+/// Exact AVX2 kernel **for activations ≤ 127** (`a_max = 127`): the saturating kernel's code,
+/// which cannot saturate on such panels (`2 · 127 · 128 < 2^15`), so it computes exact sums. The
+/// driver runs it only on A panels it has checked ([`super::a7_companion`]); same tile as
+/// [`U8S8S32_GEMM_AVX2_6X16C2`], so both feed the same epilogue.
+#[cfg(target_arch = "x86_64")]
+pub static U8S8S32_GEMM_AVX2_6X16C4_A7: GemmKernel = GemmKernel {
+    name: "u8s8s32_gemm_avx2_6x16c4_a7",
+    isa: Isa::Avx2,
+    saturating: false,
+    a_max: 127,
     mr: 6,
     nr: 16,
     kr: 4,
@@ -323,6 +351,7 @@ pub static U8S8S32_GEMM_AVX2_1X16C4_SAT16: GemmKernel = GemmKernel {
     name: "u8s8s32_gemm_avx2_1x16c4_sat16",
     isa: Isa::Avx2,
     saturating: true,
+    a_max: 255,
     mr: 1,
     nr: 16,
     kr: 4,
