@@ -22,8 +22,14 @@ fn main() {
         .num_threads(threads)
         .build()
         .expect("rayon pool");
-    let model = Model::synthetic(1000, (size, size), 42, &ModelOptions::for_isa(isa))
-        .expect("synthetic model");
+    // QKERNELS_PROFILE_MODEL=file.safetensors profiles a real model (e.g. the one
+    // tools/compare.py exports) instead of the synthetic one.
+    let model = match std::env::var("QKERNELS_PROFILE_MODEL") {
+        Ok(path) => qkernels::resnet18::Model::load_with(&path, &ModelOptions::for_isa(isa))
+            .expect("model file"),
+        Err(_) => Model::synthetic(1000, (size, size), 42, &ModelOptions::for_isa(isa))
+            .expect("synthetic model"),
+    };
     let mut s = 0x2545_F491_4F6C_DD1Du64;
     let x: Vec<f32> = (0..batch * 3 * size * size)
         .map(|_| {

@@ -277,6 +277,8 @@ struct A7Weights {
     panel_bytes: usize,
     /// `W` transposed (`K × N`), for the outlier corrections (see [`pack_a7`]).
     wt: Vec<i8>,
+    /// Single-row companion of `kernel` (same packed B), for one-row tail panels.
+    gemv: Option<&'static GemmKernel>,
 }
 
 /// Whether the 7-bit fast path may be used: on unless `QKERNELS_A7=0` (read once; a switch for
@@ -442,6 +444,7 @@ impl PackedWeights {
                     packed,
                     panel_bytes,
                     wt,
+                    gemv: gemv_companion(k7),
                 }))
             }
             None => None,
@@ -896,6 +899,8 @@ enum PanelAt {
     A7(usize, (u32, u32)),
     /// Offset into the source matrix of a full panel read in place by the 7-bit companion.
     A7Source(usize),
+    /// As `A7`, for a one-row tail panel packed for the 7-bit kernel's GEMV companion.
+    A7Tail(usize, (u32, u32)),
 }
 
 /// Per-thread scratch, reused across the work items a thread runs.
@@ -1162,14 +1167,31 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
             Some((data, lda)) => {
                 let src = &data[(row0 + i0) * lda..];
                 if let Some(g) = tail1 {
-                    (g.pack_a)(src, lda, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
-                    s.panels.push(PanelAt::Tail1(off));
+                    if let Some(at) = plan.a7.and_then(|a7| a7.gemv).and_then(|g7| {
+                        pack_a7(g7, true, src, lda, 1, k, dst, off, None, &mut s.outliers)
+                    }) {
+                        s.panels.push(at);
+                    } else {
+                        (g.pack_a)(src, lda, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
+                        s.panels.push(PanelAt::Tail1(off));
+                    }
                 } else if plan.a_rows && r == mr && lda == k && k == plan.kp {
                     s.panels.push(PanelAt::Source((row0 + i0) * lda));
                 } else if let Some(at) = plan.a7.and_then(|a7| {
                     let whole = r == mr && lda == k && k == a7.kernel.round_k(k);
                     let in_place = whole.then_some((row0 + i0) * lda);
-                    pack_a7(a7, src, lda, r, k, dst, off, in_place, &mut s.outliers)
+                    pack_a7(
+                        a7.kernel,
+                        false,
+                        src,
+                        lda,
+                        r,
+                        k,
+                        dst,
+                        off,
+                        in_place,
+                        &mut s.outliers,
+                    )
                 }) {
                     s.panels.push(at);
                 } else {
@@ -1194,13 +1216,30 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
             }
             None => {
                 plan.a.fill(row0 + i0, r, 0, k, &mut s.rowbuf, k);
+                let rowbuf = &s.rowbuf;
                 if let Some(g) = tail1 {
-                    (g.pack_a)(&s.rowbuf, k, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
-                    s.panels.push(PanelAt::Tail1(off));
-                } else if let Some(at) = plan
-                    .a7
-                    .and_then(|a7| pack_a7(a7, &s.rowbuf, k, r, k, dst, off, None, &mut s.outliers))
-                {
+                    if let Some(at) = plan.a7.and_then(|a7| a7.gemv).and_then(|g7| {
+                        pack_a7(g7, true, rowbuf, k, 1, k, dst, off, None, &mut s.outliers)
+                    }) {
+                        s.panels.push(at);
+                    } else {
+                        (g.pack_a)(rowbuf, k, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
+                        s.panels.push(PanelAt::Tail1(off));
+                    }
+                } else if let Some(at) = plan.a7.and_then(|a7| {
+                    pack_a7(
+                        a7.kernel,
+                        false,
+                        rowbuf,
+                        k,
+                        r,
+                        k,
+                        dst,
+                        off,
+                        None,
+                        &mut s.outliers,
+                    )
+                }) {
                     s.panels.push(at);
                 } else {
                     (kern.pack_a)(&s.rowbuf, k, r, k, dst);
@@ -1232,7 +1271,8 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
 /// A panel without outliers is read in place when `in_place` gives its offset in the source
 /// matrix (full panel, `lda == K`, K a multiple of 4); otherwise it is packed at `off`.
 fn pack_a7(
-    a7: &A7Weights,
+    kernel: &GemmKernel,
+    tail: bool,
     src: &[u8],
     lda: usize,
     r: usize,
@@ -1242,27 +1282,17 @@ fn pack_a7(
     in_place: Option<usize>,
     outliers: &mut Vec<(u32, u32)>,
 ) -> Option<PanelAt> {
-    // Count of bytes ≥ 128 (vectorised: one shift and add per byte lane).
-    let high: usize = (0..r)
-        .map(|i| {
-            src[i * lda..][..k]
-                .iter()
-                .map(|&v| usize::from(v >> 7))
-                .sum::<usize>()
-        })
-        .sum();
-    if high == 0 {
-        if let Some(at) = in_place {
-            return Some(PanelAt::A7Source(at));
-        }
-    } else if high * 16 > k {
-        return None;
+    // An OR over the rows (vectorised: one instruction per 32 bytes) finds the common case, a
+    // panel without outliers; only the others are scanned.
+    let any_high = (0..r).any(|i| src[i * lda..][..k].iter().fold(0u8, |acc, &v| acc | v) >= 0x80);
+    if !any_high && let Some(at) = in_place {
+        return Some(PanelAt::A7Source(at));
     }
-    let kp = a7.kernel.round_k(k);
-    let dst = &mut dst[..(a7.kernel.a_panel_bytes)(k)];
-    (a7.kernel.pack_a)(src, lda, r, k, dst);
-    let start = outliers.len() as u32;
-    if high > 0 {
+    let kp = kernel.round_k(k);
+    let dst = &mut dst[..(kernel.a_panel_bytes)(k)];
+    (kernel.pack_a)(src, lda, r, k, dst);
+    let start = outliers.len();
+    if any_high {
         for (i, row) in dst.chunks_exact_mut(kp).take(r).enumerate() {
             for (c, chunk) in row[..k].chunks_mut(32).enumerate() {
                 if chunk.iter().fold(0u8, |acc, &v| acc | v) < 0x80 {
@@ -1276,8 +1306,17 @@ fn pack_a7(
                 }
             }
         }
+        if (outliers.len() - start) * 16 > k {
+            outliers.truncate(start);
+            return None;
+        }
     }
-    Some(PanelAt::A7(off, (start, outliers.len() as u32)))
+    let range = (start as u32, outliers.len() as u32);
+    Some(if tail {
+        PanelAt::A7Tail(off, range)
+    } else {
+        PanelAt::A7(off, range)
+    })
 }
 
 /// Runs the microkernel on A panel `ip` of the packed block and B panel `p` into `s.tile`
@@ -1351,6 +1390,13 @@ fn tile<'p2>(
             let len = (a7.kernel.a_panel_bytes)(k);
             (source(off, len), a7_b(a7), a7.kernel)
         }
+        PanelAt::A7Tail(off, _) => {
+            let a7 = a7();
+            let g7 = a7
+                .gemv
+                .expect("7-bit tail panels exist only with a 7-bit GEMV kernel");
+            (&s.packed_a[off..off + (g7.a_panel_bytes)(k)], a7_b(a7), g7)
+        }
         PanelAt::Indirect(_) => unreachable!("indirect panels exist only on the IGEMM path"),
     };
     let kc = ukern.round_k(k);
@@ -1378,7 +1424,7 @@ fn tile<'p2>(
             false,
         )
     };
-    if let PanelAt::A7(_, (o0, o1)) = s.panels[ip] {
+    if let PanelAt::A7(_, (o0, o1)) | PanelAt::A7Tail(_, (o0, o1)) = s.panels[ip] {
         // Put back the high bits masked off by `pack_a7`: `128 · W[j][k]` per outlier `(i, k)`.
         let (wt, n, j0) = (&a7().wt, plan.pw.n, p * nr);
         for &(i, kk) in &s.outliers[o0 as usize..o1 as usize] {

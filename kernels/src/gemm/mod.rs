@@ -246,6 +246,7 @@ pub fn all_kernels() -> Vec<&'static GemmKernel> {
         &x86_avx2::U8S8S32_GEMM_AVX2_6X16C4_SAT16,
         &x86_avx2::U8S8S32_GEMM_AVX2_1X16C4_SAT16,
         &x86_avx2::U8S8S32_GEMM_AVX2_6X16C4_A7,
+        &x86_avx2::U8S8S32_GEMM_AVX2_1X16C4_A7,
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_8X32C4,
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_14X32C4,
         &x86_avx512vnni::U8S8S32_GEMM_AVX512VNNI_6X64C4,

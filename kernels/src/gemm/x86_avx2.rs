@@ -345,6 +345,24 @@ pub static U8S8S32_GEMM_AVX2_6X16C4_A7: GemmKernel = GemmKernel {
     ukernel: ukernel_sat16::<6, 2>,
 };
 
+/// Single-row companion of [`U8S8S32_GEMM_AVX2_6X16C4_A7`] (same packed B, same 7-bit contract),
+/// for the one-row tail panels of the 7-bit path.
+#[cfg(target_arch = "x86_64")]
+pub static U8S8S32_GEMM_AVX2_1X16C4_A7: GemmKernel = GemmKernel {
+    name: "u8s8s32_gemm_avx2_1x16c4_a7",
+    isa: Isa::Avx2,
+    saturating: false,
+    a_max: 127,
+    mr: 1,
+    nr: 16,
+    kr: 4,
+    pack_a: pack_a_rows_u8::<1, 4>,
+    pack_b: pack_b_ckr::<16, 4>,
+    a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
+    b_panel_bytes: ckr_panel_bytes::<16, 4>,
+    ukernel: ukernel_sat16::<1, 2>,
+};
+
 /// Saturating single-row kernel; packed B identical to [`U8S8S32_GEMM_AVX2_6X16C4_SAT16`].
 #[cfg(target_arch = "x86_64")]
 pub static U8S8S32_GEMM_AVX2_1X16C4_SAT16: GemmKernel = GemmKernel {

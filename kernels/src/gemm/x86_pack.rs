@@ -79,6 +79,7 @@ pub fn a_is_row_major_u8(kernel: &super::GemmKernel) -> bool {
         &a2::U8S8S32_GEMM_AVX2_6X16C4_SAT16,
         &a2::U8S8S32_GEMM_AVX2_1X16C4_SAT16,
         &a2::U8S8S32_GEMM_AVX2_6X16C4_A7,
+        &a2::U8S8S32_GEMM_AVX2_1X16C4_A7,
         &v::U8S8S32_GEMM_AVX512VNNI_8X32C4,
         &v::U8S8S32_GEMM_AVX512VNNI_14X32C4,
         &v::U8S8S32_GEMM_AVX512VNNI_6X64C4,
