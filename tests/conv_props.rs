@@ -351,6 +351,10 @@ fn im2col_fill_matches_reference_rows_for_any_k_range() {
             group,
             oh,
             ow,
+            isa: {
+                let isas = qkernels::Isa::supported();
+                isas[rng.gen_range(0..isas.len())]
+            },
         };
         let (m, k) = (src.rows(), src.depth());
         let row0 = rng.gen_range(0..m);
