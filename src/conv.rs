@@ -21,7 +21,9 @@ use crate::validate::{
 };
 use crate::{Accumulation, Error, Isa, QParams, Result, WeightQParams};
 use qkernels_kernels::depthwise::{self, DepthwisePacked, DwGeometry, DwRequant};
-use qkernels_kernels::im2col::{InteriorRows, copy_interior_rows, copy_run};
+use qkernels_kernels::im2col::{
+    BorderRow, InteriorRows, copy_interior_rows, copy_run, write_border_row,
+};
 use qkernels_ref::RequantParams;
 
 /// Hyper-parameters of a conv layer (independent of the input's spatial size and batch).
@@ -533,36 +535,29 @@ impl Im2col<'_> {
             // Only used when some tap is inside (m_len > 0), where it is ≥ 0.
             let src_x = (ix0 + lo as isize).max(0) as usize;
             let line_bytes = g.in_w * g.in_c;
-            let y_inside = iy0 >= 0 && iy0 as usize + (g.kernel_h - 1) * g.dilation_h < g.in_h;
-            if y_inside && m_len == f.row_len {
-                // Interior pixel: kh runs of kw·IC bytes, nothing to pad.
-                let step = g.dilation_h * line_bytes;
-                let mut off = (img + iy0 as usize) * line_bytes + src_x * g.in_c;
-                for seg in d.chunks_exact_mut(f.row_len) {
-                    copy_run(seg, &self.x[off..off + f.row_len]);
-                    off += step;
-                }
-                return;
-            }
-            for (ky, seg) in d.chunks_exact_mut(f.row_len).enumerate() {
-                let iy = iy0 + (ky * g.dilation_h) as isize;
-                if iy < 0 || iy as usize >= g.in_h {
-                    Self::pad_run(seg, &f.pad64);
-                    continue;
-                }
-                let off = (img + iy as usize) * line_bytes + src_x * g.in_c;
-                if m_len == f.row_len {
-                    copy_run(seg, &self.x[off..off + m_len]);
-                } else {
-                    let (left, rest) = seg.split_at_mut(l_len);
-                    let (mid, right) = rest.split_at_mut(m_len);
-                    Self::pad_run(left, &f.pad64);
-                    if m_len > 0 {
-                        copy_run(mid, &self.x[off..off + m_len]);
-                    }
-                    Self::pad_run(right, &f.pad64);
-                }
-            }
+            // Kernel rows ky with 0 ≤ iy0 + ky·dh < in_h are inside vertically.
+            let dh = g.dilation_h as isize;
+            let ky_lo = ((-iy0).max(0) + dh - 1) / dh;
+            let ky_hi = ((g.in_h as isize - iy0).max(0) + dh - 1) / dh;
+            let ky_hi = (ky_hi as usize).min(g.kernel_h);
+            let ky_lo = (ky_lo as usize).min(ky_hi);
+            let src0 = if m_len > 0 && ky_lo < ky_hi {
+                let iy = (iy0 + ky_lo as isize * dh) as usize;
+                (img + iy) * line_bytes + src_x * g.in_c
+            } else {
+                0
+            };
+            let row = BorderRow {
+                src0,
+                line_step: g.dilation_h * line_bytes,
+                runs: g.kernel_h,
+                run: f.row_len,
+                lead: l_len,
+                len: m_len,
+                ky_lo,
+                ky_hi,
+            };
+            write_border_row(self.isa, self.x, &row, self.pad, d);
         } else {
             let c0 = self.group * icg;
             for ky in 0..g.kernel_h {
