@@ -352,7 +352,7 @@ mod tests {
                             (1.min(runs), runs),
                         ] {
                             let line = len + 5;
-                            let n_in = (ky_hi as usize).saturating_sub(ky_lo);
+                            let n_in: usize = ky_hi - ky_lo;
                             let src_len = 2 + n_in.saturating_sub(1) * line + len;
                             let src: Vec<u8> = (0..src_len).map(|i| (i * 13 + 1) as u8).collect();
                             let g = BorderRow {
