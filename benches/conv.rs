@@ -172,6 +172,7 @@ fn bench_im2col(c: &mut Criterion) {
             group: 0,
             oh,
             ow,
+            isa: qkernels::active_isa(),
         };
         let (m, k) = (src.rows(), src.depth());
         let mr = 8;

@@ -25,6 +25,9 @@ use crate::validate::{
 };
 use crate::{Accumulation, Error, Isa, QParams, Result, WeightQParams};
 use qkernels_kernels::depthwise::{self, DepthwisePacked, DwGeometry, DwRequant};
+use qkernels_kernels::im2col::{
+    BorderRow, InteriorRows, copy_interior_rows, copy_run, write_border_row,
+};
 use qkernels_kernels::ops::AddParams;
 use qkernels_ref::RequantParams;
 
@@ -372,6 +375,7 @@ impl Conv2d {
                     group: g,
                     oh,
                     ow,
+                    isa: self.opts.isa,
                 };
                 match res {
                     None => gemm_requant(pw, &a, x_q, out_q, relu, dst, p.out_channels)?,
@@ -556,33 +560,8 @@ pub struct Im2col<'a> {
     pub group: usize,
     pub oh: usize,
     pub ow: usize,
-}
-
-/// `d.copy_from_slice(s)` for the short runs of an im2col row (a kernel row of the stem is 21
-/// bytes): two overlapping fixed-size moves instead of a `memcpy` call.
-#[inline(always)]
-fn copy_run(d: &mut [u8], s: &[u8]) {
-    let n = d.len();
-    debug_assert_eq!(n, s.len());
-    if n > 64 {
-        d.copy_from_slice(s);
-    } else if n >= 32 {
-        d[..32].copy_from_slice(&s[..32]);
-        d[n - 32..].copy_from_slice(&s[n - 32..]);
-    } else if n >= 16 {
-        d[..16].copy_from_slice(&s[..16]);
-        d[n - 16..].copy_from_slice(&s[n - 16..]);
-    } else if n >= 8 {
-        d[..8].copy_from_slice(&s[..8]);
-        d[n - 8..].copy_from_slice(&s[n - 8..]);
-    } else if n >= 4 {
-        d[..4].copy_from_slice(&s[..4]);
-        d[n - 4..].copy_from_slice(&s[n - 4..]);
-    } else {
-        for (dv, &sv) in d.iter_mut().zip(s) {
-            *dv = sv;
-        }
-    }
+    /// ISA of the row copies (the conv's; any supported ISA gives the same bytes).
+    pub isa: Isa,
 }
 
 /// Per-call constants of [`Im2col::fill`] (no divisions in the row loop).
@@ -622,36 +601,29 @@ impl Im2col<'_> {
             // Only used when some tap is inside (m_len > 0), where it is ≥ 0.
             let src_x = (ix0 + lo as isize).max(0) as usize;
             let line_bytes = g.in_w * g.in_c;
-            let y_inside = iy0 >= 0 && iy0 as usize + (g.kernel_h - 1) * g.dilation_h < g.in_h;
-            if y_inside && m_len == f.row_len {
-                // Interior pixel: kh runs of kw·IC bytes, nothing to pad.
-                let step = g.dilation_h * line_bytes;
-                let mut off = (img + iy0 as usize) * line_bytes + src_x * g.in_c;
-                for seg in d.chunks_exact_mut(f.row_len) {
-                    copy_run(seg, &self.x[off..off + f.row_len]);
-                    off += step;
-                }
-                return;
-            }
-            for (ky, seg) in d.chunks_exact_mut(f.row_len).enumerate() {
-                let iy = iy0 + (ky * g.dilation_h) as isize;
-                if iy < 0 || iy as usize >= g.in_h {
-                    Self::pad_run(seg, &f.pad64);
-                    continue;
-                }
-                let off = (img + iy as usize) * line_bytes + src_x * g.in_c;
-                if m_len == f.row_len {
-                    copy_run(seg, &self.x[off..off + m_len]);
-                } else {
-                    let (left, rest) = seg.split_at_mut(l_len);
-                    let (mid, right) = rest.split_at_mut(m_len);
-                    Self::pad_run(left, &f.pad64);
-                    if m_len > 0 {
-                        copy_run(mid, &self.x[off..off + m_len]);
-                    }
-                    Self::pad_run(right, &f.pad64);
-                }
-            }
+            // Kernel rows ky with 0 ≤ iy0 + ky·dh < in_h are inside vertically.
+            let dh = g.dilation_h as isize;
+            let ky_lo = ((-iy0).max(0) + dh - 1) / dh;
+            let ky_hi = ((g.in_h as isize - iy0).max(0) + dh - 1) / dh;
+            let ky_hi = (ky_hi as usize).min(g.kernel_h);
+            let ky_lo = (ky_lo as usize).min(ky_hi);
+            let src0 = if m_len > 0 && ky_lo < ky_hi {
+                let iy = (iy0 + ky_lo as isize * dh) as usize;
+                (img + iy) * line_bytes + src_x * g.in_c
+            } else {
+                0
+            };
+            let row = BorderRow {
+                src0,
+                line_step: g.dilation_h * line_bytes,
+                runs: g.kernel_h,
+                run: f.row_len,
+                lead: l_len,
+                len: m_len,
+                ky_lo,
+                ky_hi,
+            };
+            write_border_row(self.isa, self.x, &row, self.pad, d);
         } else {
             let c0 = self.group * icg;
             for ky in 0..g.kernel_h {
@@ -735,9 +707,41 @@ impl ASource for Im2col<'_> {
             dense: self.geo.dilation_w == 1 && self.geo.groups == 1,
             pad64: [self.pad; 64],
         };
-        for i in 0..rows {
-            self.write_full_row(&f, b, oy, ox, &mut dst[i * ld..][..kc]);
-            ox += 1;
+        let g = &self.geo;
+        // Interior stretch of an output row (dense layers): output columns whose taps are all
+        // inside the image horizontally; rows whose taps are all inside vertically.
+        let (ox_lo, ox_hi) = if f.dense && g.kernel_w <= g.in_w + g.pad_w {
+            let lo = g.pad_w.div_ceil(g.stride_w);
+            let hi = ((g.in_w + g.pad_w - g.kernel_w) / g.stride_w + 1).min(self.ow);
+            (lo, hi.max(lo))
+        } else {
+            (0, 0)
+        };
+        let line_bytes = g.in_w * g.in_c;
+        let mut i = 0;
+        while i < rows {
+            let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
+            let y_inside = iy0 >= 0 && iy0 as usize + (g.kernel_h - 1) * g.dilation_h < g.in_h;
+            let step = if y_inside && (ox_lo..ox_hi).contains(&ox) {
+                let count = (ox_hi - ox).min(rows - i);
+                let ix0 = ox * g.stride_w - g.pad_w;
+                let rows_g = InteriorRows {
+                    src0: (b * g.in_h + iy0 as usize) * line_bytes + ix0 * g.in_c,
+                    pixel_step: g.stride_w * g.in_c,
+                    line_step: g.dilation_h * line_bytes,
+                    runs: g.kernel_h,
+                    run: f.row_len,
+                    count,
+                    ld,
+                };
+                copy_interior_rows(self.isa, self.x, &rows_g, &mut dst[i * ld..]);
+                count
+            } else {
+                self.write_full_row(&f, b, oy, ox, &mut dst[i * ld..][..kc]);
+                1
+            };
+            i += step;
+            ox += step;
             if ox == self.ow {
                 ox = 0;
                 oy += 1;

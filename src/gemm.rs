@@ -1157,12 +1157,53 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
     let need_sums = plan.pw.any_w_zp;
     s.panels.clear();
     s.outliers.clear();
+    // Streamed rows for a row-major kernel: the block's panels are consecutive MR-row slices
+    // of one `rows × kp` row-major buffer, so the source writes every row of the block in one
+    // call (a conv's im2col then copies whole interior stretches of an output row at once,
+    // instead of restarting its geometry every MR rows). A one-row tail panel for the GEMV
+    // companion is left to the loop below.
+    let streamed = if plan.a_rows && plan.a.as_matrix().is_none() {
+        let kp = plan.kp;
+        debug_assert_eq!(plan.a_panel, mr * kp);
+        let n = if plan.tail1.is_some() && rows % mr == 1 {
+            rows - 1
+        } else {
+            rows
+        };
+        if n > 0 {
+            plan.a.fill(row0, n, 0, k, &mut s.packed_a[..n * kp], kp);
+            // Zero the K padding of every row, and the missing rows of a partial last panel.
+            for row in s.packed_a[..n * kp].chunks_exact_mut(kp) {
+                // (kp − k < KR bytes: element stores, not a `memset` call per row)
+                match &mut row[k..] {
+                    [] => {}
+                    [a] => *a = 0,
+                    [a, b] => (*a, *b) = (0, 0),
+                    tail => tail.fill(0),
+                }
+            }
+            s.packed_a[n * kp..n.div_ceil(mr) * mr * kp].fill(0);
+        }
+        n.div_ceil(mr)
+    } else {
+        0
+    };
     for p in 0..rows.div_ceil(mr) {
         let i0 = p * mr;
         let r = mr.min(rows - i0);
         let off = p * plan.a_panel;
         let dst = &mut s.packed_a[off..off + plan.a_panel];
         let tail1 = plan.tail1.filter(|_| r == 1);
+        if p < streamed {
+            s.panels.push(PanelAt::Packed(off));
+            if need_sums {
+                let src = &s.packed_a[off..off + r * plan.kp];
+                for (i, row) in src.chunks_exact(plan.kp).enumerate() {
+                    s.row_sums[i0 + i] = row[..k].iter().map(|&v| i32::from(v)).sum();
+                }
+            }
+            continue;
+        }
         let (src, lda): (&[u8], usize) = match plan.a.as_matrix() {
             Some((data, lda)) => {
                 let src = &data[(row0 + i0) * lda..];
@@ -1199,20 +1240,6 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
                     s.panels.push(PanelAt::Packed(off));
                 }
                 (src, lda)
-            }
-            None if plan.a_rows && tail1.is_none() => {
-                // Rows straight into the panel (row stride kp), then the zero padding.
-                let kp = plan.kp;
-                plan.a.fill(row0 + i0, r, 0, k, dst, kp);
-                for (i, row) in dst.chunks_exact_mut(kp).enumerate() {
-                    if i < r {
-                        row[k..].fill(0);
-                    } else {
-                        row.fill(0);
-                    }
-                }
-                s.panels.push(PanelAt::Packed(off));
-                (&s.packed_a[off..off + plan.a_panel], kp)
             }
             None => {
                 plan.a.fill(row0 + i0, r, 0, k, &mut s.rowbuf, k);

@@ -67,6 +67,48 @@ pub fn quantize_u8_with_isa(isa: Isa, x: &[f32], q: QParams, out: &mut [u8]) -> 
     Ok(())
 }
 
+/// The input step of an NHWC network in one pass: quantizes an NCHW f32 tensor
+/// `[batch, c, hw]` (same formula and bytes as [`quantize_u8`]) and writes it as NHWC u8
+/// `[batch, hw, cs]` with `cs ≥ c` channels per pixel, channels `c..cs` holding the zero point
+/// (so a conv reading channel-padded input sees padded taps as `x − zp = 0`). Equal to
+/// [`quantize_u8`] followed by an NCHW → NHWC transpose, without the intermediate buffer and
+/// the byte-wise transpose. `out` may be longer than `batch·hw·cs`; only that prefix is written.
+pub fn quantize_u8_nchw_to_nhwc_with_isa(
+    isa: Isa,
+    x: &[f32],
+    batch: usize,
+    c: usize,
+    hw: usize,
+    cs: usize,
+    q: QParams,
+    out: &mut [u8],
+) -> Result<()> {
+    crate::check_isa(isa)?;
+    check_qparams_u8(q, "quantize")?;
+    check_nonzero(batch, "quantize batch")?;
+    check_nonzero(c, "quantize channels")?;
+    check_nonzero(hw, "quantize pixels")?;
+    if cs < c {
+        return crate::invalid!("quantize: output channel stride {cs} < channels {c}");
+    }
+    let n_in = checked_product(&[batch, c, hw], "quantize input")?;
+    let n_out = checked_product(&[batch, hw, cs], "quantize output")?;
+    check_len(x.len(), n_in, "quantize input (NCHW)")?;
+    check_capacity(out.len(), n_out, "quantize output (NHWC)")?;
+    let inv = 1.0f32 / q.scale_f32();
+    let fill = q.zero_point as u8;
+    for (xi, oi) in x
+        .chunks_exact(c * hw)
+        .zip(out[..n_out].chunks_exact_mut(hw * cs))
+    {
+        dispatch!(
+            isa,
+            quantize_u8_to_nhwc(xi, c, cs, inv, q.zero_point, fill, oi)
+        );
+    }
+    Ok(())
+}
+
 /// Per-tensor quantize f32 → i8 (same formula as [`quantize_u8`], clamped to -128..=127; the
 /// zero point must lie in -128..=127).
 pub fn quantize_i8(x: &[f32], q: QParams, out: &mut [i8]) -> Result<()> {

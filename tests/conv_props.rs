@@ -271,6 +271,32 @@ fn resnet_like_layers_match_reference() {
     }
 }
 
+/// The RGB stem (7×7/2, IC 3 → 64, K = 147: interior im2col rows are copied as stretches of
+/// whole 21-byte runs, border rows tap by tap) against the reference on every ISA: batch 2,
+/// odd and non-square sizes (stretches ending at the right border and at the end of the input
+/// buffer), images smaller than the kernel, other paddings and strides, and the full 224×224.
+#[test]
+fn stem_shapes_match_reference() {
+    let isas = isas();
+    let mut rng = StdRng::seed_from_u64(0xc0de_0007);
+    let stem = Conv2dParams::square(3, 64, 7, 2, 3);
+    let cases = [
+        (stem, 2, 37, 41),
+        (stem, 2, 30, 31),
+        (stem, 1, 7, 7),
+        (stem, 2, 3, 5),
+        (stem, 1, 224, 224),
+        (Conv2dParams::square(3, 64, 7, 2, 0), 2, 29, 33),
+        (Conv2dParams::square(3, 64, 7, 1, 2), 1, 19, 17),
+        (Conv2dParams::square(3, 20, 7, 3, 1), 2, 26, 25),
+        (Conv2dParams::square(3, 8, 5, 2, 2), 2, 11, 64),
+    ];
+    for (p, batch, h, w) in cases {
+        let c = fill_case(&mut rng, p, batch, h, w);
+        check(&c, &isas, "stem");
+    }
+}
+
 #[test]
 fn run_add_equals_conv_then_reference_add() {
     let isas = isas();
@@ -351,6 +377,10 @@ fn im2col_fill_matches_reference_rows_for_any_k_range() {
             group,
             oh,
             ow,
+            isa: {
+                let isas = qkernels::Isa::supported();
+                isas[rng.gen_range(0..isas.len())]
+            },
         };
         let (m, k) = (src.rows(), src.depth());
         let row0 = rng.gen_range(0..m);

@@ -76,6 +76,68 @@ fn quantize_matches_reference() {
     }
 }
 
+/// The one-pass input step (quantize NCHW f32 → NHWC u8, optionally channel-padded with the
+/// zero point) equals the reference quantize followed by the transpose, on every ISA: RGB
+/// (`c = 3`, the SIMD paths, `cs` 3 and 4), other channel counts, pixel counts around the SIMD
+/// widths (tails), batch > 1.
+#[test]
+fn quantize_nchw_to_nhwc_matches_quantize_then_transpose() {
+    let isas = isas();
+    let mut rng = StdRng::seed_from_u64(0x5eed_0011);
+    for case in 0..300 {
+        let c = [3, 3, 3, 1, 2, 4, 5][case % 7];
+        let cs = c + [0, 0, 1, 2][rng.gen_range(0..4)];
+        let hw = if case % 10 == 0 {
+            rng.gen_range(200..3000)
+        } else {
+            rng.gen_range(1..70)
+        };
+        let batch = rng.gen_range(1..=3);
+        let scale = if case % 2 == 0 {
+            2f64.powi(rng.gen_range(-10..4))
+        } else {
+            rand_scale(&mut rng)
+        };
+        let q = QParams::new(scale, rng.gen_range(0..=255));
+        let x = rand_floats(&mut rng, batch * c * hw, q);
+        let flat = r::quantize_u8(&x, q);
+        let mut want = vec![0xA5u8; batch * hw * cs + 7];
+        for b in 0..batch {
+            for p in 0..hw {
+                for ch in 0..cs {
+                    want[(b * hw + p) * cs + ch] = if ch < c {
+                        flat[(b * c + ch) * hw + p]
+                    } else {
+                        q.zero_point as u8
+                    };
+                }
+            }
+        }
+        for &isa in &isas {
+            let mut y = vec![0xA5u8; batch * hw * cs + 7];
+            ops::quantize_u8_nchw_to_nhwc_with_isa(isa, &x, batch, c, hw, cs, q, &mut y).unwrap();
+            assert_eq!(
+                y, want,
+                "case {case} isa {isa} batch {batch} c {c} cs {cs} hw {hw} q {q:?}"
+            );
+        }
+    }
+    let mut y = vec![0u8; 12];
+    let q = QParams::new(0.1, 3);
+    assert!(
+        ops::quantize_u8_nchw_to_nhwc_with_isa(Isa::Scalar, &[0.0; 6], 1, 3, 2, 2, q, &mut y)
+            .is_err()
+    );
+    assert!(
+        ops::quantize_u8_nchw_to_nhwc_with_isa(Isa::Scalar, &[0.0; 5], 1, 3, 2, 3, q, &mut y)
+            .is_err()
+    );
+    assert!(
+        ops::quantize_u8_nchw_to_nhwc_with_isa(Isa::Scalar, &[0.0; 6], 1, 3, 2, 4, q, &mut y[..7])
+            .is_err()
+    );
+}
+
 #[test]
 fn dequantize_matches_reference() {
     let isas = isas();

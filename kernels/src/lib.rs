@@ -10,6 +10,7 @@
 
 pub mod depthwise;
 pub mod gemm;
+pub mod im2col;
 pub mod isa;
 pub mod ops;
 pub mod requant;

@@ -6,8 +6,8 @@
 //! layers in place in four rotating activation buffers: after warm-up no activation buffer is
 //! allocated.
 //!
-//! Activations are NHWC u8 throughout; the quantize stub writes NCHW (the input's layout) and
-//! one transposition turns it into NHWC. Quantization parameters follow
+//! Activations are NHWC u8 throughout; the quantize stub reads the NCHW float input and writes
+//! NHWC u8 in one pass (`ops::quantize_u8_nchw_to_nhwc_with_isa`). Quantization parameters follow
 //! `docs/model-format.md` / the PyTorch pipeline exactly: each conv writes its own output
 //! qparams, maxpool and avgpool keep their input's, each residual add writes the add module's
 //! own, and the fc reads `layer4.1.add_relu`'s.
@@ -90,7 +90,6 @@ pub struct Model {
 #[derive(Clone, Debug, Default)]
 pub struct Workspace {
     bufs: [Vec<u8>; 4],
-    nchw: Vec<u8>,
     pooled: Vec<u8>,
     logits_q: Vec<u8>,
 }
@@ -104,7 +103,6 @@ impl Workspace {
     /// Bytes currently held.
     pub fn capacity_bytes(&self) -> usize {
         self.bufs.iter().map(Vec::capacity).sum::<usize>()
-            + self.nchw.capacity()
             + self.pooled.capacity()
             + self.logits_q.capacity()
     }
@@ -318,20 +316,21 @@ impl Model {
         for b in ws.bufs.iter_mut() {
             ensure(b, plan.max_elems)?;
         }
-        ensure(&mut ws.nchw, n_in)?;
         ensure(&mut ws.pooled, batch * WIDTHS[3])?;
         ensure(&mut ws.logits_q, batch * classes)?;
         let isa = self.opts.isa;
 
-        // quant stub: NCHW f32 -> NCHW u8 -> NHWC u8
-        ops::quantize_u8_with_isa(isa, input, self.quant_q, &mut ws.nchw[..n_in])?;
-        nchw_to_nhwc(
-            &ws.nchw[..n_in],
-            &mut ws.bufs[0][..n_in],
+        // quant stub: NCHW f32 -> NHWC u8 in one pass
+        ops::quantize_u8_nchw_to_nhwc_with_isa(
+            isa,
+            input,
             batch,
             c_in,
             h * w,
-        );
+            c_in,
+            self.quant_q,
+            &mut ws.bufs[0][..n_in],
+        )?;
         hook("quant", &ws.bufs[0][..n_in], [batch, h, w, c_in]);
 
         let [b0, b1, b2, b3] = &mut ws.bufs;
@@ -553,19 +552,6 @@ fn run_conv(
     out: &mut [u8],
 ) -> Result<()> {
     l.conv.run(x, batch, h, w, x_q, l.out_q, l.relu, out)
-}
-
-/// `[n, c, hw]` → `[n, hw, c]`.
-fn nchw_to_nhwc(src: &[u8], dst: &mut [u8], n: usize, c: usize, hw: usize) {
-    for b in 0..n {
-        let s = &src[b * c * hw..][..c * hw];
-        let d = &mut dst[b * c * hw..][..c * hw];
-        for ch in 0..c {
-            for (p, &v) in s[ch * hw..][..hw].iter().enumerate() {
-                d[p * c + ch] = v;
-            }
-        }
-    }
 }
 
 /// `[n, hw, c]` → `[n, c, hw]`.

@@ -79,3 +79,22 @@ pub unsafe fn adaptive_avg_pool2d_u8(x: &[u8], g: &PoolGeometry, zp: i32, out: &
     // SAFETY: scalar row ops need no feature; geometry per the contract.
     unsafe { body::adaptive_avg_pool::<Scalar>(x, g, zp, out) }
 }
+
+/// Quantize a planar `[c, hw]` image to interleaved `[hw, cs]` u8 (see
+/// [`super::scalar::quantize_u8_to_nhwc`]).
+///
+/// # Safety
+///
+/// The CPU supports NEON; `x.len() = c·hw`, `out.len() = cs·hw`, `1 ≤ c ≤ cs`.
+#[target_feature(enable = "neon")]
+pub unsafe fn quantize_u8_to_nhwc(
+    x: &[f32],
+    c: usize,
+    cs: usize,
+    inv: f32,
+    zp: i32,
+    fill: u8,
+    out: &mut [u8],
+) {
+    super::scalar::quantize_u8_to_nhwc(x, c, cs, inv, zp, fill, out)
+}

@@ -95,3 +95,42 @@ pub fn adaptive_avg_pool2d_u8(x: &[u8], g: &PoolGeometry, zp: i32, out: &mut [u8
     // SAFETY: the scalar row ops need no CPU feature; the geometry was checked above.
     unsafe { body::adaptive_avg_pool::<Scalar>(x, g, zp, out) }
 }
+
+/// Quantize one planar image to interleaved channels: `x` is `[c, hw]` f32 (one NCHW image),
+/// `out` is `[hw, cs]` u8 with `cs ≥ c`; channel `ch < c` of pixel `p` is
+/// `quantize(x[ch·hw + p])`, channels `c..cs` hold `fill`. Pixels before `p0` are left alone
+/// (the SIMD kernels finish their tails with this).
+pub fn quantize_u8_to_nhwc_from(
+    x: &[f32],
+    c: usize,
+    cs: usize,
+    inv: f32,
+    zp: i32,
+    fill: u8,
+    out: &mut [u8],
+    p0: usize,
+) {
+    debug_assert!(c >= 1 && cs >= c && x.len().is_multiple_of(c));
+    let hw = x.len() / c;
+    debug_assert_eq!(out.len(), hw * cs);
+    for (p, px) in out.chunks_exact_mut(cs).enumerate().skip(p0) {
+        for (ch, o) in px[..c].iter_mut().enumerate() {
+            *o = quantize_elem(x[ch * hw + p], inv, zp, 0, 255) as u8;
+        }
+        px[c..].fill(fill);
+    }
+}
+
+/// [`quantize_u8_to_nhwc_from`] over the whole image: the input step of a CNN (quantize the
+/// NCHW float input and write NHWC, optionally channel-padded, in one pass).
+pub fn quantize_u8_to_nhwc(
+    x: &[f32],
+    c: usize,
+    cs: usize,
+    inv: f32,
+    zp: i32,
+    fill: u8,
+    out: &mut [u8],
+) {
+    quantize_u8_to_nhwc_from(x, c, cs, inv, zp, fill, out, 0)
+}

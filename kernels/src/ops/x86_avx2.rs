@@ -403,3 +403,67 @@ pub unsafe fn adaptive_avg_pool2d_u8(x: &[u8], g: &PoolGeometry, zp: i32, out: &
     // SAFETY: features enabled here; geometry per the contract.
     unsafe { body::adaptive_avg_pool::<Avx2>(x, g, zp, out) }
 }
+
+/// Quantize a planar `[c, hw]` f32 image to interleaved `[hw, cs]` u8, channels `c..cs` set to
+/// `fill` (see [`super::scalar::quantize_u8_to_nhwc`]); `c = 3`, `cs` 3 or 4 runs 8 pixels per
+/// iteration (planes merged into one i32 per pixel, compacted to 3 bytes for `cs = 3`), other
+/// channel counts the portable loop (`c = cs = 1` the plain quantize).
+///
+/// # Safety
+///
+/// The CPU supports AVX2 and FMA; `x.len() = c·hw`, `out.len() = cs·hw`, `1 ≤ c ≤ cs`.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn quantize_u8_to_nhwc(
+    x: &[f32],
+    c: usize,
+    cs: usize,
+    inv: f32,
+    zp: i32,
+    fill: u8,
+    out: &mut [u8],
+) {
+    debug_assert!(c >= 1 && cs >= c && x.len().is_multiple_of(c));
+    let hw = x.len() / c;
+    debug_assert_eq!(out.len(), hw * cs);
+    if c == 1 && cs == 1 {
+        // SAFETY: same ISA; equal lengths.
+        return unsafe { quantize_u8(x, inv, zp, out) };
+    }
+    if c != 3 || cs > 4 {
+        return super::scalar::quantize_u8_to_nhwc(x, c, cs, inv, zp, fill, out);
+    }
+    let n8 = hw / 8 * 8;
+    let (vinv, vzp) = (_mm256_set1_ps(inv), _mm256_set1_epi32(zp));
+    let (lo, hi) = (_mm256_set1_epi32(0), _mm256_set1_epi32(255));
+    let vfill = _mm256_set1_epi32(i32::from(fill) << 24);
+    let shuf = _mm256_setr_epi8(
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, //
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
+    );
+    let perm = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 0, 0);
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    let mut p = 0;
+    while p < n8 {
+        // SAFETY: p + 8 ≤ hw: 8 f32 readable from each of the 3 planes; 8·cs bytes writable at
+        // `op + cs·p` (24 = 16 + 8 bytes for `cs = 3`).
+        unsafe {
+            let r0 = quantize8(xp.add(p), vinv, vzp, lo, hi);
+            let r1 = quantize8(xp.add(hw + p), vinv, vzp, lo, hi);
+            let r2 = quantize8(xp.add(2 * hw + p), vinv, vzp, lo, hi);
+            let v = _mm256_or_si256(
+                _mm256_or_si256(r0, _mm256_slli_epi32::<8>(r1)),
+                _mm256_slli_epi32::<16>(r2),
+            );
+            if cs == 4 {
+                _mm256_storeu_si256(op.add(4 * p).cast(), _mm256_or_si256(v, vfill));
+            } else {
+                let v = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(v, shuf), perm);
+                let d = op.add(3 * p);
+                _mm_storeu_si128(d.cast(), _mm256_castsi256_si128(v));
+                _mm_storel_epi64(d.add(16).cast(), _mm256_extracti128_si256::<1>(v));
+            }
+        }
+        p += 8;
+    }
+    super::scalar::quantize_u8_to_nhwc_from(x, c, cs, inv, zp, fill, out, n8);
+}

@@ -9,14 +9,15 @@ use super::body::{self, RowOps};
 use super::{AddParams, PoolGeometry, avg_finish_elem, dequantize_elem, quantize_elem};
 use std::arch::x86_64::*;
 
+/// `clamp(rne(min(x·inv, 2^31−128)) + zp, qmin, qmax)` for 16 lanes, as i32.
 #[inline(always)]
-unsafe fn quantize16(
+unsafe fn quantize16_i32(
     p: *const f32,
     inv: __m512,
     zp: __m512i,
     qmin: __m512i,
     qmax: __m512i,
-) -> __m128i {
+) -> __m512i {
     // SAFETY: AVX-512F is enabled in every caller; `p` valid for 16 f32.
     unsafe {
         let t = _mm512_mul_ps(_mm512_loadu_ps(p), inv);
@@ -27,9 +28,20 @@ unsafe fn quantize16(
             _mm512_max_epi32(r, _mm512_set1_epi32(-65536)),
             _mm512_set1_epi32(65536),
         );
-        let r = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(r, zp), qmin), qmax);
-        _mm512_cvtepi32_epi8(r)
+        _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(r, zp), qmin), qmax)
     }
+}
+
+#[inline(always)]
+unsafe fn quantize16(
+    p: *const f32,
+    inv: __m512,
+    zp: __m512i,
+    qmin: __m512i,
+    qmax: __m512i,
+) -> __m128i {
+    // SAFETY: AVX-512F is enabled in every caller; `p` valid for 16 f32.
+    unsafe { _mm512_cvtepi32_epi8(quantize16_i32(p, inv, zp, qmin, qmax)) }
 }
 
 /// Quantize f32 → u8 (`inv = 1/f32(scale)`, `zp` in 0..=255).
@@ -377,4 +389,69 @@ pub unsafe fn max_pool2d_u8(x: &[u8], g: &PoolGeometry, out: &mut [u8]) {
 pub unsafe fn adaptive_avg_pool2d_u8(x: &[u8], g: &PoolGeometry, zp: i32, out: &mut [u8]) {
     // SAFETY: features enabled here; geometry per the contract.
     unsafe { body::adaptive_avg_pool::<Avx512>(x, g, zp, out) }
+}
+
+/// Quantize a planar `[c, hw]` f32 image to interleaved `[hw, cs]` u8, channels `c..cs` set to
+/// `fill` (see [`super::scalar::quantize_u8_to_nhwc`]). The RGB input step (`c = 3`, `cs` 3 or
+/// 4) runs 16 pixels per iteration: the three quantized planes are merged into one i32 per
+/// pixel (`r | g << 8 | b << 16 | fill << 24`), stored whole for `cs = 4` or compacted to 3
+/// bytes per pixel (in-lane byte shuffle + dword permute + masked store) for `cs = 3`.
+/// Other channel counts take the portable loop (`c = cs = 1` the plain quantize).
+///
+/// # Safety
+///
+/// The CPU supports AVX-512 F/BW and FMA; `x.len() = c·hw`, `out.len() = cs·hw`, `1 ≤ c ≤ cs`.
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+pub unsafe fn quantize_u8_to_nhwc(
+    x: &[f32],
+    c: usize,
+    cs: usize,
+    inv: f32,
+    zp: i32,
+    fill: u8,
+    out: &mut [u8],
+) {
+    debug_assert!(c >= 1 && cs >= c && x.len().is_multiple_of(c));
+    let hw = x.len() / c;
+    debug_assert_eq!(out.len(), hw * cs);
+    if c == 1 && cs == 1 {
+        // SAFETY: same ISA; equal lengths.
+        return unsafe { quantize_u8(x, inv, zp, out) };
+    }
+    if c != 3 || cs > 4 {
+        return super::scalar::quantize_u8_to_nhwc(x, c, cs, inv, zp, fill, out);
+    }
+    let n16 = hw / 16 * 16;
+    let (vinv, vzp) = (_mm512_set1_ps(inv), _mm512_set1_epi32(zp));
+    let (lo, hi) = (_mm512_set1_epi32(0), _mm512_set1_epi32(255));
+    let vfill = _mm512_set1_epi32(i32::from(fill) << 24);
+    // Per 128-bit lane: bytes 0-2 of each of the 4 dwords to the front.
+    let shuf = _mm512_broadcast_i32x4(_mm_setr_epi8(
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
+    ));
+    // The 3 valid dwords of each lane, packed: 48 contiguous bytes.
+    let perm = _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 0, 0, 0, 0);
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    let mut p = 0;
+    while p < n16 {
+        // SAFETY: p + 16 ≤ hw: 16 f32 readable from each of the 3 planes; 16·cs bytes writable
+        // at `op + cs·p` (the `cs = 3` store is masked to 12 dwords = 48 bytes).
+        unsafe {
+            let r0 = quantize16_i32(xp.add(p), vinv, vzp, lo, hi);
+            let r1 = quantize16_i32(xp.add(hw + p), vinv, vzp, lo, hi);
+            let r2 = quantize16_i32(xp.add(2 * hw + p), vinv, vzp, lo, hi);
+            let v = _mm512_or_si512(
+                _mm512_or_si512(r0, _mm512_slli_epi32::<8>(r1)),
+                _mm512_slli_epi32::<16>(r2),
+            );
+            if cs == 4 {
+                _mm512_storeu_si512(op.add(4 * p).cast(), _mm512_or_si512(v, vfill));
+            } else {
+                let v = _mm512_permutexvar_epi32(perm, _mm512_shuffle_epi8(v, shuf));
+                _mm512_mask_storeu_epi32(op.add(3 * p).cast(), 0x0FFF, v);
+            }
+        }
+        p += 16;
+    }
+    super::scalar::quantize_u8_to_nhwc_from(x, c, cs, inv, zp, fill, out, n16);
 }
