@@ -1185,7 +1185,7 @@ mod tests {
     #[test]
     fn fused_add_epilogue_applies_the_formula_rule_per_flat_index() {
         // so = 2·sa: the two formulas disagree on 2.8 % of the pairs (docs/semantics.md).
-        let s = 0.009925744496285915f32;
+        let s = 0.009_925_744_5_f32;
         for relu in [false, true] {
             let ap = AddParams::new(s, 75, s, 61, 2.0 * s, 56, relu);
             let pairs: Vec<(u8, u8)> = (0..=255u8)
@@ -1287,7 +1287,7 @@ mod tests {
     /// and both formulas.
     #[test]
     fn fused_add_epilogue_matches_the_formulas_on_all_pairs() {
-        let s = 0.009925744496285915f32;
+        let s = 0.009_925_744_5_f32;
         let params = [
             AddParams::new(s, 75, s, 61, 2.0 * s, 56, false),
             AddParams::new(s, 75, 0.0278, 61, 0.0301, 56, true),
