@@ -504,14 +504,15 @@ struct Cols64 {
     mult: [__m512; 4],
 }
 
-/// Loads the constants of columns `0..64` of `p` and tells whether `y = (f32(raw) + bias) ·
-/// mult` is NaN-free for every `raw: i32` (see [`requant_tile64_avx512`]).
+/// Loads the constants of columns `0..64` of `p` and, if `check`, tells whether
+/// `y = (f32(raw) + bias) · mult` is NaN-free for every `raw: i32` (see
+/// [`requant_tile64_avx512`]; `false` when not checked).
 ///
 /// # Safety
 /// AVX-512F enabled in the caller; every column slice of `p` holds ≥ 64 elements.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn load_cols64(p: &RequantCols<'_>) -> (Cols64, bool) {
+unsafe fn load_cols64(p: &RequantCols<'_>, check: bool) -> (Cols64, bool) {
     // SAFETY: per this fn's contract: lanes `0..64` are inside every column slice.
     unsafe {
         let li = |s: *const i32| -> [__m512i; 4] {
@@ -528,6 +529,9 @@ unsafe fn load_cols64(p: &RequantCols<'_>) -> (Cols64, bool) {
         };
         // Lanes that may produce NaN: `mult` not finite (NaN or ±inf: `|mult| ≥ inf` or
         // unordered), or `bias` NaN or `|bias| > 2^126`.
+        if !check {
+            return (k, false);
+        }
         let inf = _mm512_set1_ps(f32::INFINITY);
         let big = _mm512_set1_ps(f32::from_bits(0x7E80_0000)); // 2^126
         let mut bad: __mmask16 = 0;
@@ -538,6 +542,39 @@ unsafe fn load_cols64(p: &RequantCols<'_>) -> (Cols64, bool) {
             }
         }
         (k, bad == 0)
+    }
+}
+
+/// `y = (f32(row[16c ..] − col_term − rs·w_zp) + bias) · mult` for the 16 columns of vector
+/// `c` of a 64-column tile, NaN lanes zeroed when `GUARD` (see [`requant_tile64_avx512`]).
+///
+/// # Safety
+/// AVX-512F enabled in the caller; `src[16c .. 16c + 16]` readable; `c < 4`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn product64<const GUARD: bool>(
+    k: &Cols64,
+    src: *const i32,
+    c: usize,
+    rs: __m512i,
+) -> __m512 {
+    // SAFETY: per this fn's contract.
+    unsafe {
+        let ld = _mm512_loadu_si512(src.add(16 * c) as *const __m512i);
+        let mut raw = _mm512_sub_epi32(ld, k.col_term[c]);
+        if let Some(z) = k.w_zp {
+            raw = _mm512_sub_epi32(raw, _mm512_mullo_epi32(rs, z[c]));
+        }
+        let mut x = _mm512_cvtepi32_ps(raw);
+        if let Some(b) = k.bias {
+            x = _mm512_add_ps(x, b[c]);
+        }
+        let y = _mm512_mul_ps(x, k.mult[c]);
+        if GUARD {
+            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y), y)
+        } else {
+            y
+        }
     }
 }
 
@@ -562,7 +599,11 @@ unsafe fn load_cols64(p: &RequantCols<'_>) -> (Cols64, bool) {
 /// so `|x| ≤ 2^126 + 2^31 < f32::MAX` before rounding and rounding is monotone), and a finite
 /// × finite product is finite or ±inf, never NaN (NaN needs a NaN operand or `0 · inf`);
 /// ±inf is then handled by `min` and the conversion as above. The check is a few mask
-/// compares per tile on the constants already in registers.
+/// compares per tile on the constants already in registers, and it is skipped when
+/// `qmin == zp` (every fused-ReLU layer, and `zp = 0`): there a NaN `y` needs no guard at all.
+/// `min(hi, y)` keeps it NaN (`vminps` returns the second operand if either is NaN), the
+/// conversion gives `i32::MIN` for it, and the packs turn that into `max(0, qmin) = qmin = zp`
+/// — exactly the reference's `clamp(0 + zp, qmin, qmax)`.
 ///
 /// # Safety
 /// As [`requant_tile_avx512`] with `cols == 64` (so `ld_tile ≥ 64`).
@@ -578,10 +619,10 @@ unsafe fn requant_tile64_avx512(
     ldc: usize,
 ) {
     // SAFETY: the column slices hold ≥ 64 = cols elements (checked by the callers).
-    let (k, nan_free) = unsafe { load_cols64(p) };
+    let (k, nan_free) = unsafe { load_cols64(p, p.qmin != p.out_zp) };
     // SAFETY: this fn's contract, forwarded.
     unsafe {
-        if nan_free {
+        if nan_free || p.qmin == p.out_zp {
             requant_rows64::<false>(&k, tile, ld_tile, rows, row_sums, p, out, ldc)
         } else {
             requant_rows64::<true>(&k, tile, ld_tile, rows, row_sums, p, out, ldc)
@@ -618,21 +659,11 @@ unsafe fn requant_rows64<const GUARD: bool>(
         // caller's output holds 64 bytes (contract).
         unsafe {
             let v = |c: usize| -> __m512i {
-                let ld = _mm512_loadu_si512(src.add(16 * c) as *const __m512i);
-                let mut raw = _mm512_sub_epi32(ld, k.col_term[c]);
-                if let Some(z) = k.w_zp {
-                    raw = _mm512_sub_epi32(raw, _mm512_mullo_epi32(rs, z[c]));
-                }
-                let mut x = _mm512_cvtepi32_ps(raw);
-                if let Some(b) = k.bias {
-                    x = _mm512_add_ps(x, b[c]);
-                }
-                let mut y = _mm512_mul_ps(x, k.mult[c]);
-                if GUARD {
-                    y = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y), y);
-                }
+                let y = product64::<GUARD>(k, src, c, rs);
+                // `min(hi, y)`, not `min(y, hi)`: `vminps` returns its second operand when one
+                // is NaN, so a NaN `y` stays NaN (see the doc of `requant_tile64_avx512`).
                 _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                    _mm512_min_ps(y, hi),
+                    _mm512_min_ps(hi, y),
                 )
             };
             let w01 = _mm512_add_epi16(_mm512_packs_epi32(v(0), v(1)), zp16);
@@ -1097,7 +1128,7 @@ mod tests {
                 1 => (1 + case % 6, 72, 80),
                 _ => (4, 64, 130),
             };
-            let guard_case = case % 4 == 3;
+            let guard_case = case % 4 >= 2; // with and without ReLU
             let tile: Vec<i32> = (0..rows * ld_tile)
                 .map(|_| {
                     let v = next();
@@ -1170,10 +1201,48 @@ mod tests {
                     want[i * ldc + j] = rq.apply(raw, j);
                 }
             }
+            // The fused residual add on the same tile (vector formula everywhere; the add's
+            // in-range path or not, with or without its ReLU).
+            let s_add = 0.009_925_744_5_f32;
+            let ap = match case % 3 {
+                0 => AddParams::new(s_add, 75, s_add, 61, 2.0 * s_add, 56, case % 2 == 0),
+                1 => AddParams::new(0.02, 3, 0.015, 200, 0.03, 10, false),
+                _ => AddParams::new(1.0e-3, 128, 0.5, 0, 1.0e-4, 255, true),
+            };
+            let skip: Vec<u8> = (0..rows * ldc).map(|_| next() as u8).collect();
+            let mut want_add = vec![0xA5u8; want.len()];
+            for i in 0..rows {
+                for j in 0..64 {
+                    want_add[i * ldc + j] = ap.vector_elem(want[i * ldc + j], skip[i * ldc + j]);
+                }
+            }
+            let add = TileAdd {
+                skip: &skip,
+                ldskip: ldc,
+                params: &ap,
+                vec_len: usize::MAX,
+            };
             for isa in Isa::supported() {
                 let mut got = vec![0xA5u8; want.len()];
                 requant_tile(isa, &tile, ld_tile, rows, 64, &row_sums, &p, &mut got, ldc);
                 assert_eq!(got, want, "{isa} case={case}");
+                let mut got = vec![0xA5u8; want.len()];
+                // SAFETY: `got` holds (rows − 1)·ldc + 64 bytes, exclusively borrowed; `skip`
+                // is a separate buffer.
+                unsafe {
+                    Epilogue::new(isa).requant_add_tile_raw(
+                        &tile,
+                        ld_tile,
+                        rows,
+                        64,
+                        &row_sums,
+                        &p,
+                        &add,
+                        got.as_mut_ptr(),
+                        ldc,
+                    )
+                };
+                assert_eq!(got, want_add, "{isa} add case={case}");
             }
         }
     }
