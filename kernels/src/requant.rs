@@ -675,6 +675,39 @@ unsafe fn requant_rows64<const GUARD: bool>(
     }
 }
 
+/// `y = (f32(src[j ..] − col_term − rs·w_zp) + bias) · mult` for lanes `j .. j + 8` of one tile
+/// row, NaN lanes zeroed when `GUARD`.
+///
+/// # Safety
+/// AVX2 enabled in the caller; lanes `j .. j + 8` are inside `src` and every column slice of `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn product8<const GUARD: bool>(
+    src: *const i32,
+    j: usize,
+    rs: __m256i,
+    p: &RequantCols<'_>,
+) -> __m256 {
+    // SAFETY: per this fn's contract.
+    unsafe {
+        let ld = |s: *const i32| _mm256_loadu_si256(s.add(j) as *const __m256i);
+        let mut raw = _mm256_sub_epi32(ld(src), ld(p.col_term.as_ptr()));
+        if let Some(z) = p.w_zp {
+            raw = _mm256_sub_epi32(raw, _mm256_mullo_epi32(rs, ld(z.as_ptr())));
+        }
+        let mut x = _mm256_cvtepi32_ps(raw);
+        if let Some(b) = p.bias {
+            x = _mm256_add_ps(x, _mm256_loadu_ps(b.as_ptr().add(j)));
+        }
+        let y = _mm256_mul_ps(x, _mm256_loadu_ps(p.mult.as_ptr().add(j)));
+        if GUARD {
+            _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(y, y), y)
+        } else {
+            y
+        }
+    }
+}
+
 /// Requantizes lanes `j .. j + 8` of one tile row `src` to `rne(clamp(y, lo, hi))` as i32,
 /// *before* the output zero point is added.
 ///
@@ -692,18 +725,7 @@ unsafe fn requant8(
 ) -> __m256i {
     // SAFETY: per this fn's contract.
     unsafe {
-        let ld = |s: *const i32| _mm256_loadu_si256(s.add(j) as *const __m256i);
-        let mut raw = _mm256_sub_epi32(ld(src), ld(p.col_term.as_ptr()));
-        if let Some(z) = p.w_zp {
-            raw = _mm256_sub_epi32(raw, _mm256_mullo_epi32(rs, ld(z.as_ptr())));
-        }
-        let mut x = _mm256_cvtepi32_ps(raw);
-        if let Some(b) = p.bias {
-            x = _mm256_add_ps(x, _mm256_loadu_ps(b.as_ptr().add(j)));
-        }
-        let y = _mm256_mul_ps(x, _mm256_loadu_ps(p.mult.as_ptr().add(j)));
-        let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(y, y);
-        let y = _mm256_andnot_ps(nan, y);
+        let y = product8::<true>(src, j, rs, p);
         let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
         _mm256_cvtps_epi32(y)
     }
@@ -744,16 +766,66 @@ unsafe fn requant_tile_avx2(
     out: *mut u8,
     ldc: usize,
 ) {
+    // SAFETY: this fn's contract, forwarded; AVX2 enabled here.
+    unsafe {
+        if p.qmin == p.out_zp {
+            requant_rows_avx2::<false>(tile, ld_tile, rows, cols, row_sums, p, out, ldc)
+        } else {
+            requant_rows_avx2::<true>(tile, ld_tile, rows, cols, row_sums, p, out, ldc)
+        }
+    }
+}
+
+/// Body of [`requant_tile_avx2`]: blocks of 16 columns (the AVX2 kernels' tile width) are
+/// narrowed by saturating packs with the float clamp reduced to `min(hi, y)`, exactly as in
+/// [`requant_tile64_avx512`] (same proof; `_mm_shuffle_epi32::<0xD8>` undoes the packs' lane
+/// interleave). `GUARD` zeroes NaN products; it may be `false` only when `qmin == out_zp`,
+/// where a NaN `y` survives `min(hi, y)` and ends as `qmin = zp`, the reference's byte. The
+/// remaining 8-column blocks and the scalar tail are as before.
+///
+/// # Safety
+/// As [`requant_tile_avx2`]; `!GUARD` only when `p.qmin == p.out_zp`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn requant_rows_avx2<const GUARD: bool>(
+    tile: &[i32],
+    ld_tile: usize,
+    rows: usize,
+    cols: usize,
+    row_sums: &[i32],
+    p: &RequantCols<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
     let lo = _mm256_set1_ps((p.qmin - p.out_zp) as f32);
     let hi = _mm256_set1_ps((p.qmax - p.out_zp) as f32);
     let zp = _mm256_set1_epi32(p.out_zp);
+    let zp16 = _mm256_set1_epi16(p.out_zp as i16);
+    let qmin8 = _mm_set1_epi8(p.qmin as u8 as i8);
+    let full16 = cols / 16 * 16;
     let full = cols / 8 * 8;
     for i in 0..rows {
         let rs = _mm256_set1_epi32(row_sums[i]);
         let src = tile[i * ld_tile..][..cols].as_ptr();
         // SAFETY: row `i < rows` of the caller's output (contract of this fn).
         let dst = unsafe { out.add(i * ldc) };
-        for j in (0..full).step_by(8) {
+        for j in (0..full16).step_by(16) {
+            // SAFETY: `j + 16 ≤ cols`: every access is inside its row or column slice.
+            unsafe {
+                // `min(hi, y)`: `vminps` returns the second operand if either is NaN.
+                let r0 = _mm256_cvtps_epi32(_mm256_min_ps(hi, product8::<GUARD>(src, j, rs, p)));
+                let r1 =
+                    _mm256_cvtps_epi32(_mm256_min_ps(hi, product8::<GUARD>(src, j + 8, rs, p)));
+                let w = _mm256_add_epi16(_mm256_packs_epi32(r0, r1), zp16);
+                let b =
+                    _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
+                let b = _mm_max_epu8(_mm_shuffle_epi32::<0xD8>(b), qmin8);
+                _mm_storeu_si128(dst.add(j) as *mut __m128i, b);
+            }
+        }
+        for j in (full16..full).step_by(8) {
             // SAFETY: `j + 8 ≤ cols`: every 8-lane load/store is inside its row or column slice.
             unsafe {
                 let r = _mm256_add_epi32(requant8(src, j, rs, p, lo, hi), zp);
