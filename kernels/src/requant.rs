@@ -907,6 +907,9 @@ unsafe fn requant_add_rows_avx512<const IN_RANGE: bool, const RELU: bool>(
     let zpf = _mm512_set1_ps(p.out_zp as f32);
     // SAFETY: AVX-512F enabled here.
     let k = unsafe { ops::AddConsts::new(add.params) };
+    let pack64 = IN_RANGE && cols == 64 && (0..=255).contains(&add.params.out_zp);
+    let add_zp16 = _mm512_set1_epi16(add.params.out_zp as i16);
+    let perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     for i in 0..rows {
         let skip = &add.skip[i * add.ldskip..][..cols];
         // SAFETY: row `i < rows` of the caller's output (contract of this fn).
@@ -933,6 +936,32 @@ unsafe fn requant_add_rows_avx512<const IN_RANGE: bool, const RELU: bool>(
         }
         let rs = _mm512_set1_epi32(row_sums[i]);
         let src = tile[i * ld_tile..][..cols].as_ptr();
+        if pack64 {
+            // Full 64-column row: the add's four i32 quotients `r` are narrowed together. For
+            // `zp` in 0..=255, `packus(adds16(packs(r), zp)) = clamp(r + zp, 0, 255)`: `packs`
+            // saturates only where `|r| > 32767`, and then `r + zp` clamps to the same byte as
+            // the saturated value plus `zp` (`adds` saturates likewise); `vpermd` undoes the
+            // packs' 128-bit lane interleave (see `requant_tile64_avx512`).
+            // SAFETY: columns `0..64` are inside the row of `tile`, `skip`, `out` and every
+            // column slice (lengths ≥ cols = 64).
+            unsafe {
+                let one = |c: usize| {
+                    let y = requant16_clamped(src, 16 * c, 16, 0xFFFF, rs, p, lo, hi);
+                    let rounded = _mm512_roundscale_ps::<
+                        { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+                    >(y);
+                    let fa = _mm512_add_ps(rounded, zpf);
+                    let sb = _mm_loadu_si128(skip.as_ptr().add(16 * c) as *const __m128i);
+                    let fb = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sb));
+                    ops::add_lanes_in_range_i32::<RELU>(fa, fb, &k)
+                };
+                let w01 = _mm512_adds_epi16(_mm512_packs_epi32(one(0), one(1)), add_zp16);
+                let w23 = _mm512_adds_epi16(_mm512_packs_epi32(one(2), one(3)), add_zp16);
+                let b = _mm512_permutexvar_epi32(perm, _mm512_packus_epi16(w01, w23));
+                _mm512_storeu_si512(dst as *mut __m512i, b);
+            }
+            continue;
+        }
         let mut j = 0;
         while j < cols {
             let n = (cols - j).min(16);
