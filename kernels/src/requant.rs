@@ -1021,6 +1021,8 @@ unsafe fn requant_add_tile_avx2(
     let zp = _mm256_set1_epi32(p.out_zp);
     // SAFETY: AVX2 enabled here.
     let k = unsafe { ops::AddConsts::new(add.params) };
+    let zpf = _mm256_set1_ps(p.out_zp as f32);
+    let full16 = cols / 16 * 16;
     let full = cols / 8 * 8;
     for i in 0..rows {
         let skip = &add.skip[i * add.ldskip..][..cols];
@@ -1047,7 +1049,29 @@ unsafe fn requant_add_tile_avx2(
         }
         let rs = _mm256_set1_epi32(row_sums[i]);
         let src = tile[i * ld_tile..][..cols].as_ptr();
-        for j in (0..full).step_by(8) {
+        for j in (0..full16).step_by(16) {
+            // SAFETY: `j + 16 ≤ cols`: every access is inside its row or column slice.
+            unsafe {
+                let one = |j: usize| {
+                    // f32(q) = rne(clamp(y)) + zp, exact in f32 (small integers): round in
+                    // float, as the AVX-512 epilogue does.
+                    let y = _mm256_min_ps(_mm256_max_ps(product8::<true>(src, j, rs, p), lo), hi);
+                    let rounded =
+                        _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+                    let fa = _mm256_add_ps(rounded, zpf);
+                    let sb = _mm_loadl_epi64(skip.as_ptr().add(j) as *const __m128i);
+                    let fb = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sb));
+                    ops::add_lanes(fa, fb, &k)
+                };
+                // Both halves are in 0..=255: the saturating packs are plain narrowings;
+                // `_mm_shuffle_epi32::<0xD8>` undoes their lane interleave.
+                let w = _mm256_packs_epi32(one(j), one(j + 8));
+                let b =
+                    _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
+                _mm_storeu_si128(dst.add(j) as *mut __m128i, _mm_shuffle_epi32::<0xD8>(b));
+            }
+        }
+        for j in (full16..full).step_by(8) {
             // SAFETY: `j + 8 ≤ cols`: every 8-lane access is inside its row or column slice.
             unsafe {
                 let q = _mm256_add_epi32(requant8(src, j, rs, p, lo, hi), zp);
