@@ -15,7 +15,10 @@
 //! NaN is first replaced by 0.0, which is what `rne` (saturating `as i32`) gives it. So the
 //! vector code clamps in f32 (no i32 overflow can follow), converts with round-to-nearest-even,
 //! adds the zero point and narrows to u8. Parameters outside the u8 range (never produced by the
-//! validated API) take the scalar path, which is the reference formula itself.
+//! validated API) take the scalar path, which is the reference formula itself. Full-width blocks
+//! (64 columns on AVX-512, 16 on AVX2) go further: only `min(hi, y)` stays in float, and the
+//! saturating packs `i32 → i16 → u8` (zero point added in i16) do the rest of the clamp; the NaN
+//! guard is dropped when it provably cannot change a byte (see `requant_tile64_avx512`).
 //!
 //! **Fused residual add.** [`Epilogue::requant_add_tile_raw`] also applies a ResNet residual
 //! join, `quantized::add(conv_out, skip)` (+ ReLU), to the tile while it is L1-hot: the conv's
@@ -583,7 +586,7 @@ unsafe fn product64<const GUARD: bool>(
 /// packs, and the NaN guard is dropped when the constants cannot produce NaN.
 ///
 /// **Exactness.** Let `y = (f32(raw) + bias) · mult`, `hi = qmax − zp` and
-/// `r = cvt_rne(min(y, hi))` (i32; `cvt` returns `i32::MIN` for anything below `−2^31`, which
+/// `r = cvt_rne(min(hi, y))` (i32; `cvt` returns `i32::MIN` for anything below `−2^31`, which
 /// is also what the reference's saturating `as i32` gives, and `min` keeps `+inf`/huge values
 /// from the conversion's overflow value). The reference is `clamp(sat(rne(y)) + zp, qmin,
 /// qmax)`. Here `r ≤ hi`, `packs_epi32` saturates `r` to `[−32768, hi]`, the i16 add of `zp`
