@@ -15,7 +15,10 @@
 //! NaN is first replaced by 0.0, which is what `rne` (saturating `as i32`) gives it. So the
 //! vector code clamps in f32 (no i32 overflow can follow), converts with round-to-nearest-even,
 //! adds the zero point and narrows to u8. Parameters outside the u8 range (never produced by the
-//! validated API) take the scalar path, which is the reference formula itself.
+//! validated API) take the scalar path, which is the reference formula itself. Full-width blocks
+//! (64 columns on AVX-512, 16 on AVX2) go further: only `min(hi, y)` stays in float, and the
+//! saturating packs `i32 → i16 → u8` (zero point added in i16) do the rest of the clamp; the NaN
+//! guard is dropped when it provably cannot change a byte (see `requant_tile64_avx512`).
 //!
 //! **Fused residual add.** [`Epilogue::requant_add_tile_raw`] also applies a ResNet residual
 //! join, `quantized::add(conv_out, skip)` (+ ReLU), to the tile while it is L1-hot: the conv's
@@ -461,6 +464,11 @@ unsafe fn requant_tile_avx512(
     out: *mut u8,
     ldc: usize,
 ) {
+    if cols == 64 {
+        // SAFETY: this fn's contract with `cols == 64`; features enabled here.
+        unsafe { requant_tile64_avx512(tile, ld_tile, rows, row_sums, p, out, ldc) };
+        return;
+    }
     let lo = _mm512_set1_ps((p.qmin - p.out_zp) as f32);
     let hi = _mm512_set1_ps((p.qmax - p.out_zp) as f32);
     let zp = _mm512_set1_epi32(p.out_zp);
@@ -489,6 +497,220 @@ unsafe fn requant_tile_avx512(
     }
 }
 
+/// Per-column constants of a full 64-column tile, held in registers across its rows.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Cols64 {
+    col_term: [__m512i; 4],
+    w_zp: Option<[__m512i; 4]>,
+    bias: Option<[__m512; 4]>,
+    mult: [__m512; 4],
+}
+
+/// Loads the constants of columns `0..64` of `p` and, if `check`, tells whether
+/// `y = (f32(raw) + bias) · mult` is NaN-free for every `raw: i32` (see
+/// [`requant_tile64_avx512`]; `false` when not checked).
+///
+/// # Safety
+/// AVX-512F enabled in the caller; every column slice of `p` holds ≥ 64 elements.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn load_cols64(p: &RequantCols<'_>, check: bool) -> (Cols64, bool) {
+    // SAFETY: per this fn's contract: lanes `0..64` are inside every column slice.
+    unsafe {
+        let li = |s: *const i32| -> [__m512i; 4] {
+            std::array::from_fn(|c| _mm512_loadu_si512(s.add(16 * c) as *const __m512i))
+        };
+        let lf = |s: *const f32| -> [__m512; 4] {
+            std::array::from_fn(|c| _mm512_loadu_ps(s.add(16 * c)))
+        };
+        let k = Cols64 {
+            col_term: li(p.col_term.as_ptr()),
+            w_zp: p.w_zp.map(|z| li(z.as_ptr())),
+            bias: p.bias.map(|b| lf(b.as_ptr())),
+            mult: lf(p.mult.as_ptr()),
+        };
+        // Lanes that may produce NaN: `mult` not finite (NaN or ±inf: `|mult| ≥ inf` or
+        // unordered), or `bias` NaN or `|bias| > 2^126`.
+        if !check {
+            return (k, false);
+        }
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        let big = _mm512_set1_ps(f32::from_bits(0x7E80_0000)); // 2^126
+        let mut bad: __mmask16 = 0;
+        for c in 0..4 {
+            bad |= _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(_mm512_abs_ps(k.mult[c]), inf);
+            if let Some(b) = k.bias {
+                bad |= _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(_mm512_abs_ps(b[c]), big);
+            }
+        }
+        (k, bad == 0)
+    }
+}
+
+/// `y = (f32(row[16c ..] − col_term − rs·w_zp) + bias) · mult` for the 16 columns of vector
+/// `c` of a 64-column tile, NaN lanes zeroed when `GUARD` (see [`requant_tile64_avx512`]).
+///
+/// # Safety
+/// AVX-512F enabled in the caller; `src[16c .. 16c + 16]` readable; `c < 4`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn product64<const GUARD: bool>(
+    k: &Cols64,
+    src: *const i32,
+    c: usize,
+    rs: __m512i,
+) -> __m512 {
+    // SAFETY: per this fn's contract.
+    unsafe {
+        let ld = _mm512_loadu_si512(src.add(16 * c) as *const __m512i);
+        let mut raw = _mm512_sub_epi32(ld, k.col_term[c]);
+        if let Some(z) = k.w_zp {
+            raw = _mm512_sub_epi32(raw, _mm512_mullo_epi32(rs, z[c]));
+        }
+        let mut x = _mm512_cvtepi32_ps(raw);
+        if let Some(b) = k.bias {
+            x = _mm512_add_ps(x, b[c]);
+        }
+        let y = _mm512_mul_ps(x, k.mult[c]);
+        if GUARD {
+            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y), y)
+        } else {
+            y
+        }
+    }
+}
+
+/// AVX-512 epilogue of a full 64-column tile (the driver's usual case): the per-column
+/// constants stay in registers for all rows, four vectors are narrowed together by saturating
+/// packs, and the NaN guard is dropped when the constants cannot produce NaN.
+///
+/// **Exactness.** Let `y = (f32(raw) + bias) · mult`, `hi = qmax − zp` and
+/// `r = cvt_rne(min(hi, y))` (i32; `cvt` returns `i32::MIN` for anything below `−2^31`, which
+/// is also what the reference's saturating `as i32` gives, and `min` keeps `+inf`/huge values
+/// from the conversion's overflow value). The reference is `clamp(sat(rne(y)) + zp, qmin,
+/// qmax)`. Here `r ≤ hi`, `packs_epi32` saturates `r` to `[−32768, hi]`, the i16 add of `zp`
+/// cannot wrap (`−32768 + 255 < 0`, `hi + zp = qmax ≤ 255`), `packus_epi16` clamps the sum to
+/// `[0, qmax]` and `max_epu8(·, qmin)` gives `clamp(r + zp, qmin, qmax)` (as `0 ≤ qmin ≤ qmax`):
+/// every saturation happens only where the result is clamped to the same bound anyway. The
+/// packs interleave 128-bit lanes (byte dword `4k + c` holds columns `16c + 4k ..+4`); one
+/// `vpermd` with the 4×4 transpose `[0, 4, 8, 12, 1, 5, …]` restores column order.
+///
+/// **NaN guard.** The reference maps NaN `y` to 0 (saturating `as i32`), so `GUARD` zeroes
+/// unordered lanes first. It is not needed when every `mult[j]` is finite and every `bias[j]`
+/// is finite with `|bias| ≤ 2^126`: then `x = f32(raw) + bias` is finite (`|f32(raw)| ≤ 2^31`,
+/// so `|x| ≤ 2^126 + 2^31 < f32::MAX` before rounding and rounding is monotone), and a finite
+/// × finite product is finite or ±inf, never NaN (NaN needs a NaN operand or `0 · inf`);
+/// ±inf is then handled by `min` and the conversion as above. The check is a few mask
+/// compares per tile on the constants already in registers, and it is skipped when
+/// `qmin == zp` (every fused-ReLU layer, and `zp = 0`): there a NaN `y` needs no guard at all.
+/// `min(hi, y)` keeps it NaN (`vminps` returns the second operand if either is NaN), the
+/// conversion gives `i32::MIN` for it, and the packs turn that into `max(0, qmin) = qmin = zp`
+/// — exactly the reference's `clamp(0 + zp, qmin, qmax)`.
+///
+/// # Safety
+/// As [`requant_tile_avx512`] with `cols == 64` (so `ld_tile ≥ 64`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn requant_tile64_avx512(
+    tile: &[i32],
+    ld_tile: usize,
+    rows: usize,
+    row_sums: &[i32],
+    p: &RequantCols<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
+    // SAFETY: the column slices hold ≥ 64 = cols elements (checked by the callers).
+    let (k, nan_free) = unsafe { load_cols64(p, p.qmin != p.out_zp) };
+    // SAFETY: this fn's contract, forwarded.
+    unsafe {
+        if nan_free || p.qmin == p.out_zp {
+            requant_rows64::<false>(&k, tile, ld_tile, rows, row_sums, p, out, ldc)
+        } else {
+            requant_rows64::<true>(&k, tile, ld_tile, rows, row_sums, p, out, ldc)
+        }
+    }
+}
+
+/// Row loop of [`requant_tile64_avx512`], with or without the NaN guard.
+///
+/// # Safety
+/// As [`requant_tile64_avx512`] (AVX-512 F/BW/VL supported); `!GUARD` only when
+/// [`load_cols64`] reported the constants NaN-free (else the bytes of NaN lanes are wrong).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn requant_rows64<const GUARD: bool>(
+    k: &Cols64,
+    tile: &[i32],
+    ld_tile: usize,
+    rows: usize,
+    row_sums: &[i32],
+    p: &RequantCols<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
+    let hi = _mm512_set1_ps((p.qmax - p.out_zp) as f32);
+    let zp16 = _mm512_set1_epi16(p.out_zp as i16);
+    let qmin8 = _mm512_set1_epi8(p.qmin as u8 as i8);
+    let perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    for i in 0..rows {
+        let rs = _mm512_set1_epi32(row_sums[i]);
+        let src = tile[i * ld_tile..][..64].as_ptr();
+        // SAFETY: lanes `0..64` of row `i` of `tile` (sliced above); row `i < rows` of the
+        // caller's output holds 64 bytes (contract).
+        unsafe {
+            let v = |c: usize| -> __m512i {
+                let y = product64::<GUARD>(k, src, c, rs);
+                // `min(hi, y)`, not `min(y, hi)`: `vminps` returns its second operand when one
+                // is NaN, so a NaN `y` stays NaN (see the doc of `requant_tile64_avx512`).
+                _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm512_min_ps(hi, y),
+                )
+            };
+            let w01 = _mm512_add_epi16(_mm512_packs_epi32(v(0), v(1)), zp16);
+            let w23 = _mm512_add_epi16(_mm512_packs_epi32(v(2), v(3)), zp16);
+            let b = _mm512_permutexvar_epi32(perm, _mm512_packus_epi16(w01, w23));
+            let b = _mm512_max_epu8(b, qmin8);
+            _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, b);
+        }
+    }
+}
+
+/// `y = (f32(src[j ..] − col_term − rs·w_zp) + bias) · mult` for lanes `j .. j + 8` of one tile
+/// row, NaN lanes zeroed when `GUARD`.
+///
+/// # Safety
+/// AVX2 enabled in the caller; lanes `j .. j + 8` are inside `src` and every column slice of `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn product8<const GUARD: bool>(
+    src: *const i32,
+    j: usize,
+    rs: __m256i,
+    p: &RequantCols<'_>,
+) -> __m256 {
+    // SAFETY: per this fn's contract.
+    unsafe {
+        let ld = |s: *const i32| _mm256_loadu_si256(s.add(j) as *const __m256i);
+        let mut raw = _mm256_sub_epi32(ld(src), ld(p.col_term.as_ptr()));
+        if let Some(z) = p.w_zp {
+            raw = _mm256_sub_epi32(raw, _mm256_mullo_epi32(rs, ld(z.as_ptr())));
+        }
+        let mut x = _mm256_cvtepi32_ps(raw);
+        if let Some(b) = p.bias {
+            x = _mm256_add_ps(x, _mm256_loadu_ps(b.as_ptr().add(j)));
+        }
+        let y = _mm256_mul_ps(x, _mm256_loadu_ps(p.mult.as_ptr().add(j)));
+        if GUARD {
+            _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(y, y), y)
+        } else {
+            y
+        }
+    }
+}
+
 /// Requantizes lanes `j .. j + 8` of one tile row `src` to `rne(clamp(y, lo, hi))` as i32,
 /// *before* the output zero point is added.
 ///
@@ -506,18 +728,7 @@ unsafe fn requant8(
 ) -> __m256i {
     // SAFETY: per this fn's contract.
     unsafe {
-        let ld = |s: *const i32| _mm256_loadu_si256(s.add(j) as *const __m256i);
-        let mut raw = _mm256_sub_epi32(ld(src), ld(p.col_term.as_ptr()));
-        if let Some(z) = p.w_zp {
-            raw = _mm256_sub_epi32(raw, _mm256_mullo_epi32(rs, ld(z.as_ptr())));
-        }
-        let mut x = _mm256_cvtepi32_ps(raw);
-        if let Some(b) = p.bias {
-            x = _mm256_add_ps(x, _mm256_loadu_ps(b.as_ptr().add(j)));
-        }
-        let y = _mm256_mul_ps(x, _mm256_loadu_ps(p.mult.as_ptr().add(j)));
-        let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(y, y);
-        let y = _mm256_andnot_ps(nan, y);
+        let y = product8::<true>(src, j, rs, p);
         let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
         _mm256_cvtps_epi32(y)
     }
@@ -558,16 +769,66 @@ unsafe fn requant_tile_avx2(
     out: *mut u8,
     ldc: usize,
 ) {
+    // SAFETY: this fn's contract, forwarded; AVX2 enabled here.
+    unsafe {
+        if p.qmin == p.out_zp {
+            requant_rows_avx2::<false>(tile, ld_tile, rows, cols, row_sums, p, out, ldc)
+        } else {
+            requant_rows_avx2::<true>(tile, ld_tile, rows, cols, row_sums, p, out, ldc)
+        }
+    }
+}
+
+/// Body of [`requant_tile_avx2`]: blocks of 16 columns (the AVX2 kernels' tile width) are
+/// narrowed by saturating packs with the float clamp reduced to `min(hi, y)`, exactly as in
+/// [`requant_tile64_avx512`] (same proof; `_mm_shuffle_epi32::<0xD8>` undoes the packs' lane
+/// interleave). `GUARD` zeroes NaN products; it may be `false` only when `qmin == out_zp`,
+/// where a NaN `y` survives `min(hi, y)` and ends as `qmin = zp`, the reference's byte. The
+/// remaining 8-column blocks and the scalar tail are as before.
+///
+/// # Safety
+/// As [`requant_tile_avx2`]; `!GUARD` only when `p.qmin == p.out_zp`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn requant_rows_avx2<const GUARD: bool>(
+    tile: &[i32],
+    ld_tile: usize,
+    rows: usize,
+    cols: usize,
+    row_sums: &[i32],
+    p: &RequantCols<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
     let lo = _mm256_set1_ps((p.qmin - p.out_zp) as f32);
     let hi = _mm256_set1_ps((p.qmax - p.out_zp) as f32);
     let zp = _mm256_set1_epi32(p.out_zp);
+    let zp16 = _mm256_set1_epi16(p.out_zp as i16);
+    let qmin8 = _mm_set1_epi8(p.qmin as u8 as i8);
+    let full16 = cols / 16 * 16;
     let full = cols / 8 * 8;
     for i in 0..rows {
         let rs = _mm256_set1_epi32(row_sums[i]);
         let src = tile[i * ld_tile..][..cols].as_ptr();
         // SAFETY: row `i < rows` of the caller's output (contract of this fn).
         let dst = unsafe { out.add(i * ldc) };
-        for j in (0..full).step_by(8) {
+        for j in (0..full16).step_by(16) {
+            // SAFETY: `j + 16 ≤ cols`: every access is inside its row or column slice.
+            unsafe {
+                // `min(hi, y)`: `vminps` returns the second operand if either is NaN.
+                let r0 = _mm256_cvtps_epi32(_mm256_min_ps(hi, product8::<GUARD>(src, j, rs, p)));
+                let r1 =
+                    _mm256_cvtps_epi32(_mm256_min_ps(hi, product8::<GUARD>(src, j + 8, rs, p)));
+                let w = _mm256_add_epi16(_mm256_packs_epi32(r0, r1), zp16);
+                let b =
+                    _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
+                let b = _mm_max_epu8(_mm_shuffle_epi32::<0xD8>(b), qmin8);
+                _mm_storeu_si128(dst.add(j) as *mut __m128i, b);
+            }
+        }
+        for j in (full16..full).step_by(8) {
             // SAFETY: `j + 8 ≤ cols`: every 8-lane load/store is inside its row or column slice.
             unsafe {
                 let r = _mm256_add_epi32(requant8(src, j, rs, p, lo, hi), zp);
@@ -649,6 +910,9 @@ unsafe fn requant_add_rows_avx512<const IN_RANGE: bool, const RELU: bool>(
     let zpf = _mm512_set1_ps(p.out_zp as f32);
     // SAFETY: AVX-512F enabled here.
     let k = unsafe { ops::AddConsts::new(add.params) };
+    let pack64 = IN_RANGE && cols == 64 && (0..=255).contains(&add.params.out_zp);
+    let add_zp16 = _mm512_set1_epi16(add.params.out_zp as i16);
+    let perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     for i in 0..rows {
         let skip = &add.skip[i * add.ldskip..][..cols];
         // SAFETY: row `i < rows` of the caller's output (contract of this fn).
@@ -675,6 +939,32 @@ unsafe fn requant_add_rows_avx512<const IN_RANGE: bool, const RELU: bool>(
         }
         let rs = _mm512_set1_epi32(row_sums[i]);
         let src = tile[i * ld_tile..][..cols].as_ptr();
+        if pack64 {
+            // Full 64-column row: the add's four i32 quotients `r` are narrowed together. For
+            // `zp` in 0..=255, `packus(adds16(packs(r), zp)) = clamp(r + zp, 0, 255)`: `packs`
+            // saturates only where `|r| > 32767`, and then `r + zp` clamps to the same byte as
+            // the saturated value plus `zp` (`adds` saturates likewise); `vpermd` undoes the
+            // packs' 128-bit lane interleave (see `requant_tile64_avx512`).
+            // SAFETY: columns `0..64` are inside the row of `tile`, `skip`, `out` and every
+            // column slice (lengths ≥ cols = 64).
+            unsafe {
+                let one = |c: usize| {
+                    let y = requant16_clamped(src, 16 * c, 16, 0xFFFF, rs, p, lo, hi);
+                    let rounded = _mm512_roundscale_ps::<
+                        { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+                    >(y);
+                    let fa = _mm512_add_ps(rounded, zpf);
+                    let sb = _mm_loadu_si128(skip.as_ptr().add(16 * c) as *const __m128i);
+                    let fb = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sb));
+                    ops::add_lanes_in_range_i32::<RELU>(fa, fb, &k)
+                };
+                let w01 = _mm512_adds_epi16(_mm512_packs_epi32(one(0), one(1)), add_zp16);
+                let w23 = _mm512_adds_epi16(_mm512_packs_epi32(one(2), one(3)), add_zp16);
+                let b = _mm512_permutexvar_epi32(perm, _mm512_packus_epi16(w01, w23));
+                _mm512_storeu_si512(dst as *mut __m512i, b);
+            }
+            continue;
+        }
         let mut j = 0;
         while j < cols {
             let n = (cols - j).min(16);
@@ -734,6 +1024,8 @@ unsafe fn requant_add_tile_avx2(
     let zp = _mm256_set1_epi32(p.out_zp);
     // SAFETY: AVX2 enabled here.
     let k = unsafe { ops::AddConsts::new(add.params) };
+    let zpf = _mm256_set1_ps(p.out_zp as f32);
+    let full16 = cols / 16 * 16;
     let full = cols / 8 * 8;
     for i in 0..rows {
         let skip = &add.skip[i * add.ldskip..][..cols];
@@ -760,7 +1052,29 @@ unsafe fn requant_add_tile_avx2(
         }
         let rs = _mm256_set1_epi32(row_sums[i]);
         let src = tile[i * ld_tile..][..cols].as_ptr();
-        for j in (0..full).step_by(8) {
+        for j in (0..full16).step_by(16) {
+            // SAFETY: `j + 16 ≤ cols`: every access is inside its row or column slice.
+            unsafe {
+                let one = |j: usize| {
+                    // f32(q) = rne(clamp(y)) + zp, exact in f32 (small integers): round in
+                    // float, as the AVX-512 epilogue does.
+                    let y = _mm256_min_ps(_mm256_max_ps(product8::<true>(src, j, rs, p), lo), hi);
+                    let rounded =
+                        _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+                    let fa = _mm256_add_ps(rounded, zpf);
+                    let sb = _mm_loadl_epi64(skip.as_ptr().add(j) as *const __m128i);
+                    let fb = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sb));
+                    ops::add_lanes(fa, fb, &k)
+                };
+                // Both halves are in 0..=255: the saturating packs are plain narrowings;
+                // `_mm_shuffle_epi32::<0xD8>` undoes their lane interleave.
+                let w = _mm256_packs_epi32(one(j), one(j + 8));
+                let b =
+                    _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
+                _mm_storeu_si128(dst.add(j) as *mut __m128i, _mm_shuffle_epi32::<0xD8>(b));
+            }
+        }
+        for j in (full16..full).step_by(8) {
             // SAFETY: `j + 8 ≤ cols`: every 8-lane access is inside its row or column slice.
             unsafe {
                 let q = _mm256_add_epi32(requant8(src, j, rs, p, lo, hi), zp);
@@ -864,6 +1178,203 @@ mod tests {
             }
         }
     }
+    /// Full 64-column tiles (the AVX-512 register-resident, pack-narrowing path, with and
+    /// without the NaN guard) against the reference formula on edge values: ties, values just
+    /// inside/outside the clamp bounds, ±inf products from finite constants, `i32` extremes,
+    /// biases at the guard-free limit `±2^126` and beyond, NaN/inf multipliers, every zero point
+    /// class, ReLU, `qmax < 255`, weight zero points and strided tiles/outputs.
+    #[test]
+    fn tile64_matches_reference_on_edge_values() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let raws = [
+            0,
+            1,
+            -1,
+            2,
+            -2,
+            3,
+            -3,
+            5,
+            -5,
+            255,
+            256,
+            -255,
+            -256,
+            509,
+            511,
+            -509,
+            65_535,
+            -65_536,
+            (1 << 24) + 1,
+            -(1 << 24) - 1,
+            i32::MAX,
+            i32::MIN,
+            i32::MAX - 1,
+            i32::MIN + 1,
+        ];
+        let finite_mults = [
+            0.5,
+            1.0,
+            -0.5,
+            -1.0,
+            0.0,
+            -0.0,
+            1.0e-3,
+            3.7e-5,
+            0.25,
+            1.5,
+            1.0e30,
+            -1.0e30,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            1.0e-40,
+        ];
+        let bad_mults = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+        let two126 = f32::from_bits(0x7E80_0000);
+        let finite_biases = [
+            0.0, 0.5, -0.5, 1.5, -2.5, 1.0e12, -1.0e12, two126, -two126, 127.5,
+        ];
+        let bad_biases = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            -f32::MAX,
+            two126 * 1.0001,
+        ];
+        let zps = [0, 1, 2, 127, 128, 200, 254, 255];
+        let pick = |v: u64, n: usize| (v % n as u64) as usize;
+        for case in 0..3000 {
+            let (rows, ld_tile, ldc) = match case % 3 {
+                0 => (6, 64, 64),
+                1 => (1 + case % 6, 72, 80),
+                _ => (4, 64, 130),
+            };
+            let guard_case = case % 4 >= 2; // with and without ReLU
+            let tile: Vec<i32> = (0..rows * ld_tile)
+                .map(|_| {
+                    let v = next();
+                    if v % 3 == 0 {
+                        (v >> 8) as i32 % 1000
+                    } else {
+                        raws[pick(v >> 8, raws.len())]
+                    }
+                })
+                .collect();
+            let col_term: Vec<i32> = (0..64)
+                .map(|_| match next() % 4 {
+                    0 => 0,
+                    1 => 1,
+                    2 => -1,
+                    _ => (next() % 2001) as i32 - 1000,
+                })
+                .collect();
+            let w_zp: Vec<i32> = (0..64).map(|_| (next() % 5) as i32 - 2).collect();
+            let mult: Vec<f32> = (0..64)
+                .map(|_| {
+                    let v = next();
+                    if guard_case && v % 7 == 0 {
+                        bad_mults[pick(v >> 8, bad_mults.len())]
+                    } else {
+                        finite_mults[pick(v >> 8, finite_mults.len())]
+                    }
+                })
+                .collect();
+            let bias: Vec<f32> = (0..64)
+                .map(|_| {
+                    let v = next();
+                    if guard_case && v % 5 == 0 {
+                        bad_biases[pick(v >> 8, bad_biases.len())]
+                    } else {
+                        finite_biases[pick(v >> 8, finite_biases.len())]
+                    }
+                })
+                .collect();
+            let row_sums: Vec<i32> = (0..rows).map(|_| (next() % 70_000) as i32).collect();
+            let out_zp = zps[pick(next(), zps.len())];
+            let qmin = if case % 2 == 0 { out_zp } else { 0 };
+            let qmax = if case % 5 == 4 { qmin.max(200) } else { 255 };
+            let p = RequantCols {
+                col_term: &col_term,
+                w_zp: (case % 7 == 1).then_some(&w_zp[..]),
+                bias: (case % 6 != 5).then_some(&bias[..]),
+                mult: &mult,
+                out_zp,
+                qmin,
+                qmax,
+            };
+            let rq = qkernels_ref::RequantParams {
+                mult: mult.clone(),
+                bias_acc: p.bias.map(<[f32]>::to_vec),
+                out_zp,
+                qmin,
+                qmax,
+            };
+            let mut want = vec![0xA5u8; (rows - 1) * ldc + 64];
+            for i in 0..rows {
+                for j in 0..64 {
+                    let raw = qkernels_ref::gemm::zero_point_correction(
+                        tile[i * ld_tile + j],
+                        1,
+                        col_term[j],
+                        row_sums[i],
+                        p.w_zp.map_or(0, |z| z[j]),
+                    );
+                    want[i * ldc + j] = rq.apply(raw, j);
+                }
+            }
+            // The fused residual add on the same tile (vector formula everywhere; the add's
+            // in-range path or not, with or without its ReLU).
+            let s_add = 0.009_925_744_5_f32;
+            let ap = match case % 3 {
+                0 => AddParams::new(s_add, 75, s_add, 61, 2.0 * s_add, 56, case % 2 == 0),
+                1 => AddParams::new(0.02, 3, 0.015, 200, 0.03, 10, false),
+                _ => AddParams::new(1.0e-3, 128, 0.5, 0, 1.0e-4, 255, true),
+            };
+            let skip: Vec<u8> = (0..rows * ldc).map(|_| next() as u8).collect();
+            let mut want_add = vec![0xA5u8; want.len()];
+            for i in 0..rows {
+                for j in 0..64 {
+                    want_add[i * ldc + j] = ap.vector_elem(want[i * ldc + j], skip[i * ldc + j]);
+                }
+            }
+            let add = TileAdd {
+                skip: &skip,
+                ldskip: ldc,
+                params: &ap,
+                vec_len: usize::MAX,
+            };
+            for isa in Isa::supported() {
+                let mut got = vec![0xA5u8; want.len()];
+                requant_tile(isa, &tile, ld_tile, rows, 64, &row_sums, &p, &mut got, ldc);
+                assert_eq!(got, want, "{isa} case={case}");
+                let mut got = vec![0xA5u8; want.len()];
+                // SAFETY: `got` holds (rows − 1)·ldc + 64 bytes, exclusively borrowed; `skip`
+                // is a separate buffer.
+                unsafe {
+                    Epilogue::new(isa).requant_add_tile_raw(
+                        &tile,
+                        ld_tile,
+                        rows,
+                        64,
+                        &row_sums,
+                        &p,
+                        &add,
+                        got.as_mut_ptr(),
+                        ldc,
+                    )
+                };
+                assert_eq!(got, want_add, "{isa} add case={case}");
+            }
+        }
+    }
+
     /// The fused residual epilogue against requant-then-add element by element, with every
     /// element on a (conv value, skip) pair where PyTorch's vector and scalar add formulas give
     /// different bytes, so each position of the formula split (`vec_len`, counted on the flat

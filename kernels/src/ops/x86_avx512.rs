@@ -211,6 +211,30 @@ pub(crate) unsafe fn add_lanes_in_range_u8<const RELU: bool>(
     }
 }
 
+/// [`add_lanes_in_range_u8`] before the output zero point and the narrowing: the rounded
+/// quotient `rne(c · inv_out)` as i32 (exact: `|c · inv_out| < 2³⁰` for params in range). The
+/// fused epilogue adds the zero point and narrows four of these at once with saturating packs.
+///
+/// # Safety
+/// As [`add_lanes_in_range_u8`].
+#[inline(always)]
+pub(crate) unsafe fn add_lanes_in_range_i32<const RELU: bool>(
+    fa: __m512,
+    fb: __m512,
+    k: &AddConsts,
+) -> __m512i {
+    // SAFETY: AVX-512F + FMA enabled in every caller (contract).
+    unsafe {
+        let da = _mm512_fmadd_ps(k.sa, fa, k.pa);
+        let db = _mm512_fmadd_ps(k.sb, fb, k.pb);
+        let mut c = _mm512_add_ps(da, db);
+        if RELU {
+            c = _mm512_max_ps(c, _mm512_setzero_ps());
+        }
+        _mm512_cvtps_epi32(_mm512_mul_ps(c, k.inv))
+    }
+}
+
 #[inline(always)]
 unsafe fn add16(a: *const u8, b: *const u8, k: &AddConsts) -> __m128i {
     // SAFETY: AVX-512F + FMA enabled in every caller; `a`, `b` valid for 16 bytes.
