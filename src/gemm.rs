@@ -1129,8 +1129,13 @@ impl Plan<'_> {
     #[inline]
     fn panel(&self, rows: usize, ip: usize) -> (usize, usize) {
         let mr = self.kern.mr;
+        let i0 = ip * mr;
+        // Not one of the last two panels (the common case, called per tile): no division.
+        if self.split == 0 || i0 + 2 * mr <= rows {
+            return (i0, mr.min(rows - i0));
+        }
         let full = rows / mr;
-        if self.split > 0 && rows % mr == 1 && full >= 1 && ip + 1 >= full {
+        if rows % mr == 1 && full >= 1 && ip + 1 >= full {
             let base = (full - 1) * mr;
             return if ip + 1 == full {
                 (base, self.split)
@@ -1138,7 +1143,6 @@ impl Plan<'_> {
                 (base + self.split, mr + 1 - self.split)
             };
         }
-        let i0 = ip * mr;
         (i0, mr.min(rows - i0))
     }
 }
