@@ -871,7 +871,8 @@ struct Plan<'p> {
     /// are read in place, streamed rows are filled straight into the panel.
     a_rows: bool,
     /// Single-row kernel (same packed B) for a last A panel holding one row: a full MR-row tile
-    /// would spend MR× the MACs on it (M = 49 = 8·6 + 1 in ResNet's last stage).
+    /// would spend MR× the MACs on it. With `split`, only a block of a single row still ends
+    /// up here (a one-row panel after full ones is split away).
     tail1: Option<&'static GemmKernel>,
     /// Rows of the first of the two tiles the last `MR + 1` rows of a block are split into
     /// (0: no split), when the kernel runs short tiles at a cost ∝ rows
