@@ -871,8 +871,15 @@ struct Plan<'p> {
     /// are read in place, streamed rows are filled straight into the panel.
     a_rows: bool,
     /// Single-row kernel (same packed B) for a last A panel holding one row: a full MR-row tile
-    /// would spend MR× the MACs on it (M = 49 = 8·6 + 1 in ResNet's last stage).
+    /// would spend MR× the MACs on it. With `split`, only a block of a single row still ends
+    /// up here (a one-row panel after full ones is split away).
     tail1: Option<&'static GemmKernel>,
+    /// Rows of the first of the two tiles the last `MR + 1` rows of a block are split into
+    /// (0: no split), when the kernel runs short tiles at a cost ∝ rows
+    /// (`GemmKernel::tail_rows`): M = 49 = 7·6 + 4 + 3 then costs 49 rows of MACs at a B reuse
+    /// of 3–4 rows, instead of 8·6 rows plus a one-row GEMV that streams each 288 KiB B panel
+    /// from L2 for 64 MACs per 64 bytes.
+    split: usize,
     /// Indirect kernel and image description, when `A` is an eligible im2col (exact kernel with
     /// an IGEMM companion, `ic % KR == 0`, no weight zero point so no row sums): full panels are
     /// then indirection arrays instead of packed rows.
@@ -1061,6 +1068,7 @@ fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
         epilogue: Epilogue::new(kern.isa),
         a_rows: a_is_row_major_u8(kern),
         tail1: if kern.mr > 1 { pw.gemv } else { None },
+        split: split_rows(kern),
         igemm: igemm_for(pw, kern, a),
         a7: pw.a7.as_deref().filter(|_| std::ptr::eq(kern, pw.kernel)),
         ldc,
@@ -1103,6 +1111,43 @@ fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
     }
 }
 
+/// `Plan::split` for `kern`: the larger half of `MR + 1` rows when the kernel runs tiles that
+/// short at a cost ∝ rows, else 0.
+fn split_rows(kern: &GemmKernel) -> usize {
+    let lo = (kern.mr + 1).div_ceil(2);
+    if kern.mr > 1 && lo <= kern.tail_rows {
+        lo
+    } else {
+        0
+    }
+}
+
+impl Plan<'_> {
+    /// `(i0, r)` of A panel `ip` of a block of `rows` rows: its first row in the block and its
+    /// row count. Panels are MR rows, the last one partial, except that with `split` a block
+    /// ending in `q·MR + 1` rows (q ≥ 1) ends in panels of `split` and `MR + 1 − split` rows.
+    /// The number of panels is `rows.div_ceil(MR)` either way.
+    #[inline]
+    fn panel(&self, rows: usize, ip: usize) -> (usize, usize) {
+        let mr = self.kern.mr;
+        let i0 = ip * mr;
+        // Not one of the last two panels (the common case, called per tile): no division.
+        if self.split == 0 || i0 + 2 * mr <= rows {
+            return (i0, mr.min(rows - i0));
+        }
+        let full = rows / mr;
+        if rows % mr == 1 && full >= 1 && ip + 1 >= full {
+            let base = (full - 1) * mr;
+            return if ip + 1 == full {
+                (base, self.split)
+            } else {
+                (base + self.split, mr + 1 - self.split)
+            };
+        }
+        (i0, mr.min(rows - i0))
+    }
+}
+
 /// The indirect kernel and image for this call, if the IGEMM path applies (see `Plan::igemm`).
 fn igemm_for<'p>(
     pw: &PackedWeights,
@@ -1129,8 +1174,7 @@ fn indirect_block(plan: &Plan<'_>, ind: &Indirect<'_>, s: &mut Scratch, row0: us
     s.panels.clear();
     s.ind.clear();
     for p in 0..rows.div_ceil(mr) {
-        let i0 = p * mr;
-        let r = mr.min(rows - i0);
+        let (i0, r) = plan.panel(rows, p);
         if let Some(g) = plan.tail1.filter(|_| r == 1) {
             let off = p * plan.a_panel;
             plan.a.fill(row0 + i0, 1, 0, k, &mut s.rowbuf, k);
@@ -1165,7 +1209,7 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
     let streamed = if plan.a_rows && plan.a.as_matrix().is_none() {
         let kp = plan.kp;
         debug_assert_eq!(plan.a_panel, mr * kp);
-        let n = if plan.tail1.is_some() && rows % mr == 1 {
+        let n = if plan.tail1.is_some() && rows % mr == 1 && plan.panel(rows, rows / mr).1 == 1 {
             rows - 1
         } else {
             rows
@@ -1189,12 +1233,16 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
         0
     };
     for p in 0..rows.div_ceil(mr) {
-        let i0 = p * mr;
-        let r = mr.min(rows - i0);
+        let (i0, r) = plan.panel(rows, p);
         let off = p * plan.a_panel;
         let dst = &mut s.packed_a[off..off + plan.a_panel];
         let tail1 = plan.tail1.filter(|_| r == 1);
         if p < streamed {
+            // Row `i0` of the streamed rows (`p · a_panel` except for the second tile of a
+            // split tail, which starts inside the previous panel's slot); the tile reads `r`
+            // rows from here, and `a_panel` bytes from here are inside the buffer because the
+            // block's rows end at or before `streamed · a_panel`.
+            let off = i0 * plan.kp;
             s.panels.push(PanelAt::Packed(off));
             if need_sums {
                 let src = &s.packed_a[off..off + r * plan.kp];
@@ -1357,7 +1405,7 @@ fn tile<'p2>(
 ) -> (usize, usize) {
     let kern = plan.kern;
     let (mr, nr) = (kern.mr, kern.nr);
-    let r = mr.min(rows - ip * mr);
+    let (_, r) = plan.panel(rows, ip);
     let cols = nr.min(plan.pw.n - p * nr);
     if let (PanelAt::Indirect(off), Some((ik, ind))) = (s.panels[ip], &plan.igemm) {
         let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
@@ -1486,7 +1534,7 @@ fn item_u8(
         let j0 = p * nr;
         for ip in 0..rows.div_ceil(mr) {
             let (r, cols) = tile(plan, s, rows, ip, p);
-            let i0 = ip * mr;
+            let (i0, _) = plan.panel(rows, ip);
             epilogue(plan, s, rq, residual, (row0 + i0, i0, j0), (r, cols), base);
         }
     }
@@ -1570,7 +1618,7 @@ fn item_i32(plan: &Plan<'_>, s: &mut Scratch, (ib, jb): (usize, usize), base: Ou
         let j0 = p * nr;
         for ip in 0..rows.div_ceil(mr) {
             let (r, cols) = tile(plan, s, rows, ip, p);
-            let i0 = ip * mr;
+            let (i0, _) = plan.panel(rows, ip);
             for i in 0..r {
                 // SAFETY: as in `item_u8`: inside the validated output, owned by this item.
                 let dst = unsafe {

@@ -267,6 +267,27 @@ fn engine_matches_reference_on_every_isa_mode_and_thread_count() {
     println!("gemm engine: {checked} cases × 3 thread counts × (u8, i32), all equal");
 }
 
+/// Every M tail: M = 1..=13 (every length mod 6 and mod 8, one-row tails split into two short
+/// tiles), ResNet's M = 49 = 7·6 + 4 + 3 with a deep K, and a few more `q·MR + 1`, on every ISA
+/// and mode (the driver's per-panel row bookkeeping and the `mr`-row kernel instantiations).
+#[test]
+fn engine_every_m_tail() {
+    let pools = pools();
+    let mut rng = StdRng::seed_from_u64(0x7a11);
+    let mut ms: Vec<usize> = (1..=13).collect();
+    ms.extend([19, 25, 49, 55, 97]);
+    for isa in Isa::supported() {
+        for sat in [false, true] {
+            for &m in &ms {
+                for &(n, k) in &[(70, 36), (64, 300)] {
+                    let c = random_case(&mut rng, m, n, k);
+                    check_case(&c, isa, sat, &pools, &mut rng);
+                }
+            }
+        }
+    }
+}
+
 /// Larger shapes that cross the M-block and N-chunk boundaries of the driver (several A blocks
 /// per call; GEMV with a long K), on the best kernel of every ISA.
 #[test]

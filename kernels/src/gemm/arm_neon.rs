@@ -252,6 +252,7 @@ pub static U8S8S32_GEMM_NEON_8X8C1: GemmKernel = GemmKernel {
     a_panel_bytes: ckr_panel_bytes::<8, 1>,
     b_panel_bytes: ckr_panel_bytes::<8, 1>,
     ukernel: ukernel_neon_8x8c1,
+    tail_rows: 0,
 };
 
 /// fbgemm-compatible pair-saturating NEON kernel; also the saturating kernel of the NeonDot and
@@ -269,4 +270,5 @@ pub static U8S8S32_GEMM_NEON_8X8C2_SAT16: GemmKernel = GemmKernel {
     a_panel_bytes: ckr_panel_bytes::<8, 2>,
     b_panel_bytes: ckr_panel_bytes::<8, 2>,
     ukernel: ukernel_neon_8x8c2_sat16,
+    tail_rows: 0,
 };

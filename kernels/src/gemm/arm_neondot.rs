@@ -186,4 +186,5 @@ pub static U8S8S32_GEMM_NEONDOT_8X8C4: GemmKernel = GemmKernel {
     a_panel_bytes,
     b_panel_bytes,
     ukernel: ukernel_neondot_8x8c4,
+    tail_rows: 0,
 };

@@ -99,6 +99,12 @@ pub struct GemmKernel {
     /// Bytes of one packed B panel for a K extent of `kc` (rounded up to `kr`).
     pub b_panel_bytes: fn(kc: usize) -> usize,
     pub ukernel: GemmUkernel,
+    /// The largest `mr < MR` for which `ukernel` (and the indirect kernel of an
+    /// [`IgemmKernel`] built on this kernel) runs an `mr`-row instantiation, doing `mr/MR` of
+    /// the full tile's work; 0 when every call computes MR rows. The driver then splits the
+    /// last `MR + 1` rows of a block into two such tiles instead of a full tile plus a single
+    /// row on the GEMV companion (which streams a whole B panel for one row).
+    pub tail_rows: usize,
 }
 
 impl GemmKernel {

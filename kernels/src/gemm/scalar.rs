@@ -66,6 +66,7 @@ pub static U8S8S32_GEMM_SCALAR_4X4C4: GemmKernel = GemmKernel {
     a_panel_bytes: ckr_panel_bytes::<4, 4>,
     b_panel_bytes: ckr_panel_bytes::<4, 4>,
     ukernel: ukernel_scalar::<4, 4, 4, false>,
+    tail_rows: 0,
 };
 
 /// An odd tile used only by tests: catches drivers that assume square or power-of-two tiles.
@@ -82,6 +83,7 @@ pub static U8S8S32_GEMM_SCALAR_3X5C4_TEST: GemmKernel = GemmKernel {
     a_panel_bytes: ckr_panel_bytes::<3, 4>,
     b_panel_bytes: ckr_panel_bytes::<5, 4>,
     ukernel: ukernel_scalar::<3, 5, 4, false>,
+    tail_rows: 0,
 };
 
 /// fbgemm-compatible pair-saturating scalar kernel.
@@ -98,4 +100,5 @@ pub static U8S8S32_GEMM_SCALAR_4X4C4_SAT16: GemmKernel = GemmKernel {
     a_panel_bytes: ckr_panel_bytes::<4, 4>,
     b_panel_bytes: ckr_panel_bytes::<4, 4>,
     ukernel: ukernel_scalar::<4, 4, 4, true>,
+    tail_rows: 0,
 };

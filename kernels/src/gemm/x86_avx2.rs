@@ -289,6 +289,7 @@ pub static U8S8S32_GEMM_AVX2_6X16C2: GemmKernel = GemmKernel {
     a_panel_bytes: rows_u16_panel_bytes::<6>,
     b_panel_bytes: c2_i16_panel_bytes::<16>,
     ukernel: ukernel_exact::<6, 2>,
+    tail_rows: 0,
 };
 
 /// Exact AVX2 GEMV kernel (M = 1); packed B identical to [`U8S8S32_GEMM_AVX2_6X16C2`].
@@ -306,6 +307,7 @@ pub static U8S8S32_GEMM_AVX2_1X16C2: GemmKernel = GemmKernel {
     a_panel_bytes: rows_u16_panel_bytes::<1>,
     b_panel_bytes: c2_i16_panel_bytes::<16>,
     ukernel: ukernel_exact_gemv::<2>,
+    tail_rows: 0,
 };
 
 /// Production saturating (fbgemm `vpmaddubsw`) AVX2 kernel.
@@ -323,6 +325,7 @@ pub static U8S8S32_GEMM_AVX2_6X16C4_SAT16: GemmKernel = GemmKernel {
     a_panel_bytes: rows_u8_panel_bytes::<6, 4>,
     b_panel_bytes: ckr_panel_bytes::<16, 4>,
     ukernel: ukernel_sat16::<6, 2>,
+    tail_rows: 0,
 };
 
 /// Exact AVX2 kernel **for activations ≤ 127** (`a_max = 127`): the saturating kernel's code,
@@ -343,6 +346,7 @@ pub static U8S8S32_GEMM_AVX2_6X16C4_A7: GemmKernel = GemmKernel {
     a_panel_bytes: rows_u8_panel_bytes::<6, 4>,
     b_panel_bytes: ckr_panel_bytes::<16, 4>,
     ukernel: ukernel_sat16::<6, 2>,
+    tail_rows: 0,
 };
 
 /// Single-row companion of [`U8S8S32_GEMM_AVX2_6X16C4_A7`] (same packed B, same 7-bit contract),
@@ -361,6 +365,7 @@ pub static U8S8S32_GEMM_AVX2_1X16C4_A7: GemmKernel = GemmKernel {
     a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
     b_panel_bytes: ckr_panel_bytes::<16, 4>,
     ukernel: ukernel_sat16::<1, 2>,
+    tail_rows: 0,
 };
 
 /// Saturating single-row kernel; packed B identical to [`U8S8S32_GEMM_AVX2_6X16C4_SAT16`].
@@ -378,6 +383,7 @@ pub static U8S8S32_GEMM_AVX2_1X16C4_SAT16: GemmKernel = GemmKernel {
     a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
     b_panel_bytes: ckr_panel_bytes::<16, 4>,
     ukernel: ukernel_sat16::<1, 2>,
+    tail_rows: 0,
 };
 
 /// Peak-rate probe: `iters` rounds of 8 independent `vpmaddwd` + `vpaddd` pairs (ymm), i.e.

@@ -117,6 +117,11 @@ unsafe fn madd4<const SAT: bool>(acc: __m512i, va: __m512i, vb: __m512i, ones: _
 /// # Safety
 /// See [`super::GemmUkernel`]; panels from `pack_a_rows_u8::<MR, 4>` (row-major A, row `i` at
 /// `i·kc`) / `pack_b_ckr::<{16·NV}, 4>`; the CPU supports AVX-512 F/BW/VL/VNNI.
+///
+/// A tile of `mr < MR` rows runs an `mr`-row instantiation of the same loop (dispatch on `mr`
+/// for `mr ≤ 5`): it reads the first `mr` rows of the panel and does `mr/MR` of the work,
+/// instead of computing MR rows and storing `mr` (ResNet's M = 3136 = 522·6 + 4 and
+/// M = 49 = 8·6 + 1 end in such tiles). Same arithmetic per row, so same results.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn ukernel_zmm<const MR: usize, const NV: usize, const SAT: bool>(
@@ -130,19 +135,80 @@ unsafe fn ukernel_zmm<const MR: usize, const NV: usize, const SAT: bool>(
     accumulate: bool,
 ) {
     debug_assert!(kc.is_multiple_of(4) && (1..=MR).contains(&mr) && (1..=16 * NV).contains(&nr));
-    let ones = _mm512_set1_epi16(1);
-    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    // SAFETY: `R ≤ mr ≤ MR` rows of the panel are read and stored (the caller's contract covers
+    // MR rows); this function runs with AVX-512 F/BW/VL/VNNI.
+    unsafe {
+        match mr {
+            1 => zmm_tile::<1, NV, SAT>(kc, a, b, c, rs_c, 1, nr, accumulate),
+            2 => zmm_tile::<2, NV, SAT>(kc, a, b, c, rs_c, 2, nr, accumulate),
+            3 => zmm_tile::<3, NV, SAT>(kc, a, b, c, rs_c, 3, nr, accumulate),
+            4 => zmm_tile::<4, NV, SAT>(kc, a, b, c, rs_c, 4, nr, accumulate),
+            5 => zmm_tile::<5, NV, SAT>(kc, a, b, c, rs_c, 5, nr, accumulate),
+            _ => zmm_tile::<MR, NV, SAT>(kc, a, b, c, rs_c, mr, nr, accumulate),
+        }
+    }
+}
+
+/// One instantiation of [`ukernel_zmm`]'s loop over `R` rows, out of line: inlined into one
+/// dispatching function, the instantiations shared a stack frame and the compiler kept some
+/// accumulators in memory.
+///
+/// # Safety
+/// As [`ukernel_zmm`] with MR = `R`, `mr ≤ R`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn zmm_tile<const R: usize, const NV: usize, const SAT: bool>(
+    kc: usize,
+    a: *const u8,
+    b: *const u8,
+    c: *mut i32,
+    rs_c: usize,
+    mr: usize,
+    nr: usize,
+    accumulate: bool,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { zmm_rows::<R, NV, SAT>(kc, a, b, c, rs_c, mr, nr, accumulate) }
+}
+
+/// The loop of [`ukernel_zmm`] over `R` rows (row `i` of the A panel at `a + i·kc`), storing
+/// the first `mr ≤ R` (`mr < R` only for the 8- and 14-row tiles with 6 ≤ `mr` < MR).
+///
+/// # Safety
+/// As [`ukernel_zmm`] with MR = `R`; only called from AVX-512 VNNI `#[target_feature]` kernels.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn zmm_rows<const R: usize, const NV: usize, const SAT: bool>(
+    kc: usize,
+    a: *const u8,
+    b: *const u8,
+    c: *mut i32,
+    rs_c: usize,
+    mr: usize,
+    nr: usize,
+    accumulate: bool,
+) {
+    debug_assert!(mr <= R);
+    // SAFETY: value-only intrinsics; ISA support is the caller's contract.
+    let ones = unsafe { _mm512_set1_epi16(1) };
+    // SAFETY: as above.
+    let mut acc = [[unsafe { _mm512_setzero_si512() }; NV]; R];
     let mut pa = a;
     let mut pb = b;
     for _ in 0..kc / 4 {
-        let mut vb = [_mm512_setzero_si512(); NV];
+        // SAFETY: value-only intrinsic; ISA support is the caller's contract.
+        let mut vb = [unsafe { _mm512_setzero_si512() }; NV];
         for (v, x) in vb.iter_mut().enumerate() {
             // SAFETY: one K group of the B panel is NV·64 bytes, inside the panel.
             *x = unsafe { _mm512_loadu_si512(pb.add(64 * v) as *const __m512i) };
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: row `i` of the A panel starts at `i·kc`; 4 bytes of it at this K group.
-            let va = _mm512_set1_epi32(unsafe { (pa.add(i * kc) as *const i32).read_unaligned() });
+            // SAFETY: row `i` of the A panel starts at `i·kc`; 4 bytes of it at this K group; ISA
+            // support is the caller's contract.
+            let va = unsafe { _mm512_set1_epi32((pa.add(i * kc) as *const i32).read_unaligned()) };
             for (r, x) in row.iter_mut().zip(&vb) {
                 // SAFETY: this kernel runs with AVX-512 F/BW/VNNI.
                 *r = unsafe { madd4::<SAT>(*r, va, *x, ones) };
@@ -249,6 +315,7 @@ macro_rules! zmm_kernel {
             a_panel_bytes: rows_u8_panel_bytes::<$mr, 4>,
             b_panel_bytes: ckr_panel_bytes::<{ 16 * $nv }, 4>,
             ukernel: ukernel_zmm::<$mr, $nv, $sat>,
+            tail_rows: 5,
         };
     };
 }
@@ -302,6 +369,7 @@ pub static U8S8S32_GEMM_AVX512VNNI_1X32C4: GemmKernel = GemmKernel {
     a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
     b_panel_bytes: ckr_panel_bytes::<32, 4>,
     ukernel: ukernel_zmm_gemv::<2, false>,
+    tail_rows: 0,
 };
 
 /// Exact VNNI GEMV kernel (M = 1); packed B identical to the `…x64c4` tiles.
@@ -319,6 +387,7 @@ pub static U8S8S32_GEMM_AVX512VNNI_1X64C4: GemmKernel = GemmKernel {
     a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
     b_panel_bytes: ckr_panel_bytes::<64, 4>,
     ukernel: ukernel_zmm_gemv::<4, false>,
+    tail_rows: 0,
 };
 
 /// Saturating AVX-512BW GEMV kernel (M = 1); packed B identical to `…_8x32c4_sat16`.
@@ -336,6 +405,7 @@ pub static U8S8S32_GEMM_AVX512VNNI_1X32C4_SAT16: GemmKernel = GemmKernel {
     a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
     b_panel_bytes: ckr_panel_bytes::<32, 4>,
     ukernel: ukernel_zmm_gemv::<2, true>,
+    tail_rows: 0,
 };
 
 /// Peak-rate probe: `iters` rounds of 12 independent zmm `vpdpbusd`, i.e. `iters · 768` MACs,
@@ -414,7 +484,8 @@ pub fn peak_probe_vnni_zmm(iters: usize) {
 // IC % 4 == 0 every K group lies inside one tap and B advances exactly as in the GEMM kernel —
 // the packed B panel is the same bytes.
 //
-/// AVX-512 VNNI indirect (implicit-im2col) microkernel, `MR × 16·NV` tile, exact.
+/// AVX-512 VNNI indirect (implicit-im2col) microkernel, `MR × 16·NV` tile, exact. A tile of
+/// `mr < MR` rows runs an `mr`-row instantiation (see [`ukernel_zmm`]).
 ///
 /// # Safety
 /// See [`super::IgemmUkernel`]: `ind` holds `taps · MR` pointers (tap-major: `ind[t·MR + i]` is
@@ -435,27 +506,86 @@ unsafe fn ukernel_zmm_indirect<const MR: usize, const NV: usize>(
 ) {
     debug_assert!(ic.is_multiple_of(4) && ic > 0 && taps > 0);
     debug_assert!((1..=MR).contains(&mr) && (1..=16 * NV).contains(&nr));
-    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    // SAFETY: `R ≤ mr ≤ MR` rows' pointers are read and rows stored (the caller's contract
+    // covers MR); this function runs with AVX-512 F/BW/VL/VNNI.
+    unsafe {
+        match mr {
+            1 => zmm_indirect_tile::<MR, 1, NV>(taps, ic, ind, b, c, rs_c, 1, nr),
+            2 => zmm_indirect_tile::<MR, 2, NV>(taps, ic, ind, b, c, rs_c, 2, nr),
+            3 => zmm_indirect_tile::<MR, 3, NV>(taps, ic, ind, b, c, rs_c, 3, nr),
+            4 => zmm_indirect_tile::<MR, 4, NV>(taps, ic, ind, b, c, rs_c, 4, nr),
+            5 => zmm_indirect_tile::<MR, 5, NV>(taps, ic, ind, b, c, rs_c, 5, nr),
+            _ => zmm_indirect_tile::<MR, MR, NV>(taps, ic, ind, b, c, rs_c, mr, nr),
+        }
+    }
+}
+
+/// One instantiation of [`ukernel_zmm_indirect`]'s loop, out of line (see [`zmm_tile`]).
+///
+/// # Safety
+/// As [`ukernel_zmm_indirect`], `R ≤ MR`, `mr ≤ R`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn zmm_indirect_tile<const MR: usize, const R: usize, const NV: usize>(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    b: *const u8,
+    c: *mut i32,
+    rs_c: usize,
+    mr: usize,
+    nr: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { zmm_indirect_rows::<MR, R, NV>(taps, ic, ind, b, c, rs_c, mr, nr) }
+}
+
+/// The loop of [`ukernel_zmm_indirect`] over the first `R ≤ MR` rows of the tile (pointer
+/// `ind[t·MR + i]`, `i < R`), storing the first `mr ≤ R`: a tile of `mr < MR` rows does `mr/MR`
+/// of the work (dispatch on `mr ≤ 5`).
+///
+/// # Safety
+/// As [`ukernel_zmm_indirect`]; only called from AVX-512 VNNI `#[target_feature]` kernels.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn zmm_indirect_rows<const MR: usize, const R: usize, const NV: usize>(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    b: *const u8,
+    c: *mut i32,
+    rs_c: usize,
+    mr: usize,
+    nr: usize,
+) {
+    debug_assert!(R <= MR && mr <= R);
+    // SAFETY: value-only intrinsic; ISA support is the caller's contract.
+    let mut acc = [[unsafe { _mm512_setzero_si512() }; NV]; R];
     let mut pb = b;
     for t in 0..taps {
-        let mut pa = [std::ptr::null::<u8>(); MR];
+        let mut pa = [std::ptr::null::<u8>(); R];
         for (i, p) in pa.iter_mut().enumerate() {
-            // SAFETY: `ind` holds `taps · MR` pointers and `t < taps`, `i < MR`.
+            // SAFETY: `ind` holds `taps · MR` pointers and `t < taps`, `i < R ≤ MR`.
             *p = unsafe { *ind.add(t * MR + i) };
         }
         let mut k = 0;
         while k < ic {
-            let mut vb = [_mm512_setzero_si512(); NV];
+            // SAFETY: value-only intrinsic; ISA support is the caller's contract.
+            let mut vb = [unsafe { _mm512_setzero_si512() }; NV];
             for (v, x) in vb.iter_mut().enumerate() {
                 // SAFETY: one K group of the B panel is NV·64 bytes, inside the panel (K groups
                 // `taps · ic / 4` in all).
                 *x = unsafe { _mm512_loadu_si512(pb.add(64 * v) as *const __m512i) };
             }
             for (row, &p) in acc.iter_mut().zip(&pa) {
-                // SAFETY: `p` is readable for `ic` bytes and `k + 4 ≤ ic`.
-                let va = _mm512_set1_epi32(unsafe { (p.add(k) as *const i32).read_unaligned() });
+                // SAFETY: `p` is readable for `ic` bytes and `k + 4 ≤ ic`; ISA support as above.
+                let va = unsafe { _mm512_set1_epi32((p.add(k) as *const i32).read_unaligned()) };
                 for (r, x) in row.iter_mut().zip(&vb) {
-                    *r = _mm512_dpbusd_epi32(*r, va, *x);
+                    // SAFETY: ISA support is the caller's contract.
+                    *r = unsafe { _mm512_dpbusd_epi32(*r, va, *x) };
                 }
             }
             k += 4;
