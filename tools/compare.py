@@ -17,7 +17,8 @@ clock drift (this VM's clock moves between ~2 and ~3.6 GHz) hits them alike. The
 the median over all iterations of all rounds, min, and the ratio qkernels / engine.
 
 Every engine runs in a **fresh process per round** (qkernels: `qkernels bench`; the peers: this
-script with `--worker`, loading the models saved once by the parent, 3 warm-up runs): on a loaded
+script with `--worker`, loading the models saved once by the parent), each after the same 3
+untimed warm-up runs (`qkernels bench --warmup 3`): on a loaded
 machine the scheduler favours a newly started process over a long-running one, so timing the
 peers inside this long-lived process (`--in-process`, the old behaviour) and qkernels in fresh
 ones flattered qkernels' wall times. The table also gives the **CPU time per inference** (process
@@ -145,7 +146,7 @@ def children_cpu_ms():
 
 def run_qkernels(a, model_path, iters):
     cmd = [a.qkernels, "bench", "--model", model_path, "--batch", str(a.batch),
-           "--size", f"{a.size},{a.size}", "--threads", str(a.threads), "--iters", str(iters), "--json"]
+           "--size", f"{a.size},{a.size}", "--threads", str(a.threads), "--iters", str(iters), "--warmup", "3", "--json"]
     c = children_cpu_ms()
     r = subprocess.run(cmd, capture_output=True, text=True)
     cpu = children_cpu_ms() - c

@@ -19,9 +19,14 @@ pub struct BenchArgs {
     /// Input size `H,W` (default: the model's nominal input size).
     #[arg(long, value_name = "H,W")]
     size: Option<String>,
-    /// Timed iterations (after one warm-up run).
+    /// Timed iterations (after the warm-up runs).
     #[arg(long, default_value_t = 20, value_name = "K")]
     iters: usize,
+    /// Untimed warm-up runs first (at least 1: the first sizes the workspace and faults its pages
+    /// in; the next ones let caches, branch predictors and the clock settle — tools/compare.py
+    /// gives every engine 3).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    warmup: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -86,9 +91,11 @@ pub fn bench(a: &BenchArgs, opts: &ModelOptions, threads: usize) -> Result<(), S
 
     // warm-up: sizes the workspace, faults pages in
     let mut logits = vec![0f32; b * model.num_classes()];
-    model
-        .run_with(&mut ws, &x, b, h, w, &mut logits)
-        .map_err(|e| e.to_string())?;
+    for _ in 0..a.warmup.max(1) {
+        model
+            .run_with(&mut ws, &x, b, h, w, &mut logits)
+            .map_err(|e| e.to_string())?;
+    }
     let mut totals = Vec::with_capacity(a.iters);
     let started = Instant::now();
     for it in 0..a.iters {
