@@ -310,81 +310,70 @@ pub static U8S8S32_GEMM_AVX2_1X16C2: GemmKernel = GemmKernel {
     tail_rows: 0,
 };
 
-/// Production saturating (fbgemm `vpmaddubsw`) AVX2 kernel.
-#[cfg(target_arch = "x86_64")]
-pub static U8S8S32_GEMM_AVX2_6X16C4_SAT16: GemmKernel = GemmKernel {
-    name: "u8s8s32_gemm_avx2_6x16c4_sat16",
-    isa: Isa::Avx2,
-    saturating: true,
-    a_max: 255,
-    mr: 6,
-    nr: 16,
-    kr: 4,
-    pack_a: pack_a_rows_u8::<6, 4>,
-    pack_b: pack_b_ckr::<16, 4>,
-    a_panel_bytes: rows_u8_panel_bytes::<6, 4>,
-    b_panel_bytes: ckr_panel_bytes::<16, 4>,
-    ukernel: ukernel_sat16::<6, 2>,
-    tail_rows: 0,
-};
+/// A kernel of the c4 byte layout (u8 A rows, `pack_b_ckr::<16, 4>` B) running
+/// `ukernel_sat16::<MR, 2>`: the saturating kernels, and the same code registered as exact for
+/// 7-bit activations (`a_max = 127`).
+macro_rules! c4_kernel {
+    ($(#[$doc:meta])* $id:ident, $name:literal, $mr:literal, $sat:literal, $a_max:literal) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        pub static $id: GemmKernel = GemmKernel {
+            name: $name,
+            isa: Isa::Avx2,
+            saturating: $sat,
+            a_max: $a_max,
+            mr: $mr,
+            nr: 16,
+            kr: 4,
+            pack_a: pack_a_rows_u8::<$mr, 4>,
+            pack_b: pack_b_ckr::<16, 4>,
+            a_panel_bytes: rows_u8_panel_bytes::<$mr, 4>,
+            b_panel_bytes: ckr_panel_bytes::<16, 4>,
+            ukernel: ukernel_sat16::<$mr, 2>,
+            tail_rows: 0,
+        };
+    };
+}
 
-/// Exact AVX2 kernel **for activations ≤ 127** (`a_max = 127`): the saturating kernel's code,
-/// which cannot saturate on such panels (`2 · 127 · 128 < 2^15`), so it computes exact sums. The
-/// driver runs it only on A panels it has checked ([`super::a7_companion`]); same tile as
-/// [`U8S8S32_GEMM_AVX2_6X16C2`], so both feed the same epilogue.
-#[cfg(target_arch = "x86_64")]
-pub static U8S8S32_GEMM_AVX2_6X16C4_A7: GemmKernel = GemmKernel {
-    name: "u8s8s32_gemm_avx2_6x16c4_a7",
-    isa: Isa::Avx2,
-    saturating: false,
-    a_max: 127,
-    mr: 6,
-    nr: 16,
-    kr: 4,
-    pack_a: pack_a_rows_u8::<6, 4>,
-    pack_b: pack_b_ckr::<16, 4>,
-    a_panel_bytes: rows_u8_panel_bytes::<6, 4>,
-    b_panel_bytes: ckr_panel_bytes::<16, 4>,
-    ukernel: ukernel_sat16::<6, 2>,
-    tail_rows: 0,
-};
+c4_kernel!(
+    /// Production saturating (fbgemm `vpmaddubsw`) AVX2 kernel.
+    U8S8S32_GEMM_AVX2_6X16C4_SAT16,
+    "u8s8s32_gemm_avx2_6x16c4_sat16",
+    6,
+    true,
+    255
+);
 
-/// Single-row companion of [`U8S8S32_GEMM_AVX2_6X16C4_A7`] (same packed B, same 7-bit contract),
-/// for the one-row tail panels of the 7-bit path.
-#[cfg(target_arch = "x86_64")]
-pub static U8S8S32_GEMM_AVX2_1X16C4_A7: GemmKernel = GemmKernel {
-    name: "u8s8s32_gemm_avx2_1x16c4_a7",
-    isa: Isa::Avx2,
-    saturating: false,
-    a_max: 127,
-    mr: 1,
-    nr: 16,
-    kr: 4,
-    pack_a: pack_a_rows_u8::<1, 4>,
-    pack_b: pack_b_ckr::<16, 4>,
-    a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
-    b_panel_bytes: ckr_panel_bytes::<16, 4>,
-    ukernel: ukernel_sat16::<1, 2>,
-    tail_rows: 0,
-};
+c4_kernel!(
+    /// Exact AVX2 kernel **for activations ≤ 127** (`a_max = 127`): the saturating kernel's code,
+    /// which cannot saturate on such panels (`2 · 127 · 128 < 2^15`), so it computes exact sums. The
+    /// driver runs it only on A panels it has checked ([`super::a7_companion`]); same tile as
+    /// [`U8S8S32_GEMM_AVX2_6X16C2`], so both feed the same epilogue.
+    U8S8S32_GEMM_AVX2_6X16C4_A7,
+    "u8s8s32_gemm_avx2_6x16c4_a7",
+    6,
+    false,
+    127
+);
 
-/// Saturating single-row kernel; packed B identical to [`U8S8S32_GEMM_AVX2_6X16C4_SAT16`].
-#[cfg(target_arch = "x86_64")]
-pub static U8S8S32_GEMM_AVX2_1X16C4_SAT16: GemmKernel = GemmKernel {
-    name: "u8s8s32_gemm_avx2_1x16c4_sat16",
-    isa: Isa::Avx2,
-    saturating: true,
-    a_max: 255,
-    mr: 1,
-    nr: 16,
-    kr: 4,
-    pack_a: pack_a_rows_u8::<1, 4>,
-    pack_b: pack_b_ckr::<16, 4>,
-    a_panel_bytes: rows_u8_panel_bytes::<1, 4>,
-    b_panel_bytes: ckr_panel_bytes::<16, 4>,
-    ukernel: ukernel_sat16::<1, 2>,
-    tail_rows: 0,
-};
+c4_kernel!(
+    /// Single-row companion of [`U8S8S32_GEMM_AVX2_6X16C4_A7`] (same packed B, same 7-bit contract),
+    /// for the one-row tail panels of the 7-bit path.
+    U8S8S32_GEMM_AVX2_1X16C4_A7,
+    "u8s8s32_gemm_avx2_1x16c4_a7",
+    1,
+    false,
+    127
+);
+
+c4_kernel!(
+    /// Saturating single-row kernel; packed B identical to [`U8S8S32_GEMM_AVX2_6X16C4_SAT16`].
+    U8S8S32_GEMM_AVX2_1X16C4_SAT16,
+    "u8s8s32_gemm_avx2_1x16c4_sat16",
+    1,
+    true,
+    255
+);
 
 /// Peak-rate probe: `iters` rounds of 8 independent `vpmaddwd` + `vpaddd` pairs (ymm), i.e.
 /// `iters · 128` MACs of the exact AVX2 sequence, operands in registers (inline asm, so nothing
