@@ -1184,6 +1184,10 @@ mod tests {
     /// biases at the guard-free limit `±2^126` and beyond, NaN/inf multipliers, every zero point
     /// class, ReLU, `qmax < 255`, weight zero points and strided tiles/outputs.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "exhaustive SIMD battery: hours under Miri, which runs only the scalar ISA; covered natively on every ISA"
+    )]
     fn tile64_matches_reference_on_edge_values() {
         let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
         let mut next = move || {
@@ -1380,6 +1384,10 @@ mod tests {
     /// different bytes, so each position of the formula split (`vec_len`, counted on the flat
     /// index `i·ldc + j`) is checked, on every ISA, with partial rows, ReLU and strided rows.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "exhaustive SIMD battery: hours under Miri, which runs only the scalar ISA; covered natively on every ISA"
+    )]
     fn fused_add_epilogue_applies_the_formula_rule_per_flat_index() {
         // so = 2·sa: the two formulas disagree on 2.8 % of the pairs (docs/semantics.md).
         let s = 0.009_925_744_5_f32;
@@ -1483,6 +1491,10 @@ mod tests {
     /// sides of [`AddParams::conversion_in_range`] (the guard-free fast path and the guarded one)
     /// and both formulas.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "exhaustive SIMD battery: hours under Miri, which runs only the scalar ISA; covered natively on every ISA"
+    )]
     fn fused_add_epilogue_matches_the_formulas_on_all_pairs() {
         let s = 0.009_925_744_5_f32;
         let params = [
