@@ -1236,7 +1236,6 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
         let (i0, r) = plan.panel(rows, p);
         let off = p * plan.a_panel;
         let dst = &mut s.packed_a[off..off + plan.a_panel];
-        let tail1 = plan.tail1.filter(|_| r == 1);
         if p < streamed {
             // Row `i0` of the streamed rows (`p · a_panel` except for the second tile of a
             // split tail, which starts inside the previous panel's slot); the tile reads `r`
@@ -1252,83 +1251,79 @@ fn pack_a_block(plan: &Plan<'_>, s: &mut Scratch, row0: usize, rows: usize) {
             }
             continue;
         }
-        let (src, lda): (&[u8], usize) = match plan.a.as_matrix() {
+        // The panel's rows: in the source matrix (which may be read in place), or streamed
+        // into the row buffer.
+        let (src, lda, source_at): (&[u8], usize, Option<usize>) = match plan.a.as_matrix() {
             Some((data, lda)) => {
-                let src = &data[(row0 + i0) * lda..];
-                if let Some(g) = tail1 {
-                    if let Some(at) = plan.a7.and_then(|a7| a7.gemv).and_then(|g7| {
-                        pack_a7(g7, true, src, lda, 1, k, dst, off, None, &mut s.outliers)
-                    }) {
-                        s.panels.push(at);
-                    } else {
-                        (g.pack_a)(src, lda, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
-                        s.panels.push(PanelAt::Tail1(off));
-                    }
-                } else if plan.a_rows && r == mr && lda == k && k == plan.kp {
-                    s.panels.push(PanelAt::Source((row0 + i0) * lda));
-                } else if let Some(at) = plan.a7.and_then(|a7| {
-                    let whole = r == mr && lda == k && k == a7.kernel.round_k(k);
-                    let in_place = whole.then_some((row0 + i0) * lda);
-                    pack_a7(
-                        a7.kernel,
-                        false,
-                        src,
-                        lda,
-                        r,
-                        k,
-                        dst,
-                        off,
-                        in_place,
-                        &mut s.outliers,
-                    )
-                }) {
-                    s.panels.push(at);
-                } else {
-                    (kern.pack_a)(src, lda, r, k, dst);
-                    s.panels.push(PanelAt::Packed(off));
-                }
-                (src, lda)
+                let at = (row0 + i0) * lda;
+                (&data[at..], lda, Some(at))
             }
             None => {
                 plan.a.fill(row0 + i0, r, 0, k, &mut s.rowbuf, k);
-                let rowbuf = &s.rowbuf;
-                if let Some(g) = tail1 {
-                    if let Some(at) = plan.a7.and_then(|a7| a7.gemv).and_then(|g7| {
-                        pack_a7(g7, true, rowbuf, k, 1, k, dst, off, None, &mut s.outliers)
-                    }) {
-                        s.panels.push(at);
-                    } else {
-                        (g.pack_a)(rowbuf, k, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
-                        s.panels.push(PanelAt::Tail1(off));
-                    }
-                } else if let Some(at) = plan.a7.and_then(|a7| {
-                    pack_a7(
-                        a7.kernel,
-                        false,
-                        rowbuf,
-                        k,
-                        r,
-                        k,
-                        dst,
-                        off,
-                        None,
-                        &mut s.outliers,
-                    )
-                }) {
-                    s.panels.push(at);
-                } else {
-                    (kern.pack_a)(&s.rowbuf, k, r, k, dst);
-                    s.panels.push(PanelAt::Packed(off));
-                }
-                (&s.rowbuf, k)
+                (&s.rowbuf, k, None)
             }
         };
+        s.panels.push(pack_panel(
+            plan,
+            src,
+            lda,
+            r,
+            source_at,
+            dst,
+            off,
+            &mut s.outliers,
+        ));
         if need_sums {
             for i in 0..r {
                 s.row_sums[i0 + i] = src[i * lda..][..k].iter().map(|&v| i32::from(v)).sum();
             }
         }
     }
+}
+
+/// Packs (or places) one A panel: the `r` rows at `src` (stride `lda`, `K` bytes each), which
+/// sit at offset `source_at` of the source matrix when they may be read there in place (`None`
+/// for streamed rows). In order: a one-row tail goes to the GEMV companion (its 7-bit variant
+/// when the row qualifies); a full panel of a row-major kernel whose rows are K-aligned is read
+/// in place; the 7-bit companion takes the panel when it qualifies ([`pack_a7`]); otherwise the
+/// kernel's own packer.
+fn pack_panel(
+    plan: &Plan<'_>,
+    src: &[u8],
+    lda: usize,
+    r: usize,
+    source_at: Option<usize>,
+    dst: &mut [u8],
+    off: usize,
+    outliers: &mut Vec<(u32, u32)>,
+) -> PanelAt {
+    let (kern, k) = (plan.kern, plan.pw.k);
+    if let Some(g) = plan.tail1.filter(|_| r == 1) {
+        if let Some(at) = plan
+            .a7
+            .and_then(|a7| a7.gemv)
+            .and_then(|g7| pack_a7(g7, true, src, lda, 1, k, dst, off, None, outliers))
+        {
+            return at;
+        }
+        (g.pack_a)(src, lda, 1, k, &mut dst[..(g.a_panel_bytes)(k)]);
+        return PanelAt::Tail1(off);
+    }
+    // Whole K-aligned panel of the source matrix: candidate for reading in place.
+    let whole = source_at.filter(|_| r == kern.mr && lda == k);
+    if let Some(at) = whole.filter(|_| plan.a_rows && k == plan.kp) {
+        return PanelAt::Source(at);
+    }
+    if let Some(a7) = plan.a7 {
+        let in_place = whole.filter(|_| k == a7.kernel.round_k(k));
+        if let Some(at) = pack_a7(
+            a7.kernel, false, src, lda, r, k, dst, off, in_place, outliers,
+        ) {
+            return at;
+        }
+    }
+    (kern.pack_a)(src, lda, r, k, dst);
+    PanelAt::Packed(off)
 }
 
 /// Prepares the `r` rows at `src` (stride `lda`, `k` bytes each) for the 7-bit companion, or
