@@ -91,6 +91,41 @@ fn bytes(n: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// One benched layer: the conv packed for `isa` (deterministic weights, per-channel scales,
+/// bias), its input and output buffers, and its MAC count.
+struct Layer {
+    conv: Conv2d,
+    x: Vec<u8>,
+    y: Vec<u8>,
+    macs: f64,
+}
+
+fn layer(isa: Isa, p: Conv2dParams, hw: usize) -> Layer {
+    let (oh, ow) = p.output_size(hw, hw).unwrap();
+    let k = p.kernel_h * p.kernel_w * p.in_channels / p.groups;
+    let w: Vec<i8> = bytes(p.out_channels * k, 2)
+        .into_iter()
+        .map(|v| (v as i8) / 2)
+        .collect();
+    let wq = WeightQParams::per_channel(
+        (0..p.out_channels)
+            .map(|i| 0.002 + 1e-5 * i as f64)
+            .collect(),
+        vec![0; p.out_channels],
+    );
+    let bias: Vec<f32> = (0..p.out_channels).map(|i| 0.01 * i as f32).collect();
+    let opts = ConvOptions {
+        isa,
+        accumulation: Accumulation::Exact,
+    };
+    Layer {
+        conv: Conv2d::with_options(p, &w, &wq, Some(&bias), &opts).unwrap(),
+        x: bytes(hw * hw * p.in_channels, 1),
+        y: vec![0u8; oh * ow * p.out_channels],
+        macs: (oh * ow * p.out_channels * k) as f64,
+    }
+}
+
 fn bench_conv(c: &mut Criterion) {
     // One thread, like the PyTorch side: with a one-thread global pool the drivers never hand
     // work to rayon (no cross-thread wake-up per call).
@@ -104,28 +139,14 @@ fn bench_conv(c: &mut Criterion) {
         .measurement_time(Duration::from_millis(1500));
     for isa in Isa::supported() {
         for (name, p, hw) in resnet18_layers().into_iter().chain(depthwise_layers()) {
-            let (oh, ow) = p.output_size(hw, hw).unwrap();
-            let k = p.kernel_h * p.kernel_w * p.in_channels / p.groups;
-            let macs = (oh * ow * p.out_channels * k) as u64;
-            let x = bytes(hw * hw * p.in_channels, 1);
-            let w: Vec<i8> = bytes(p.out_channels * k, 2)
-                .into_iter()
-                .map(|v| (v as i8) / 2)
-                .collect();
-            let wq = WeightQParams::per_channel(
-                (0..p.out_channels)
-                    .map(|i| 0.002 + 1e-5 * i as f64)
-                    .collect(),
-                vec![0; p.out_channels],
-            );
-            let bias: Vec<f32> = (0..p.out_channels).map(|i| 0.01 * i as f32).collect();
-            let opts = ConvOptions {
-                isa,
-                accumulation: Accumulation::Exact,
-            };
-            let conv = Conv2d::with_options(p, &w, &wq, Some(&bias), &opts).unwrap();
+            let Layer {
+                conv,
+                x,
+                mut y,
+                macs,
+            } = layer(isa, p, hw);
+            let macs = macs as u64;
             let (xq, yq) = (QParams::new(0.02, 10), QParams::new(0.05, 3));
-            let mut y = vec![0u8; oh * ow * p.out_channels];
             group.throughput(Throughput::Elements(macs));
             group.bench_function(BenchmarkId::new(isa.name(), name), |b| {
                 b.iter(|| {
@@ -214,28 +235,13 @@ fn per_iteration_report() {
             if !name.contains(only.as_str()) {
                 continue;
             }
-            let (oh, ow) = p.output_size(hw, hw).unwrap();
-            let k = p.kernel_h * p.kernel_w * p.in_channels / p.groups;
-            let macs = (oh * ow * p.out_channels * k) as f64;
-            let x = bytes(hw * hw * p.in_channels, 1);
-            let w: Vec<i8> = bytes(p.out_channels * k, 2)
-                .into_iter()
-                .map(|v| (v as i8) / 2)
-                .collect();
-            let wq = WeightQParams::per_channel(
-                (0..p.out_channels)
-                    .map(|i| 0.002 + 1e-5 * i as f64)
-                    .collect(),
-                vec![0; p.out_channels],
-            );
-            let bias: Vec<f32> = (0..p.out_channels).map(|i| 0.01 * i as f32).collect();
-            let opts = ConvOptions {
-                isa,
-                accumulation: Accumulation::Exact,
-            };
-            let conv = Conv2d::with_options(p, &w, &wq, Some(&bias), &opts).unwrap();
+            let Layer {
+                conv,
+                x,
+                mut y,
+                macs,
+            } = layer(isa, p, hw);
             let (xq, yq) = (QParams::new(0.02, 10), QParams::new(0.05, 3));
-            let mut y = vec![0u8; oh * ow * p.out_channels];
             let mut run = || {
                 conv.run(black_box(&x), 1, hw, hw, xq, yq, true, &mut y)
                     .unwrap()
