@@ -121,6 +121,58 @@ impl Indirect<'_> {
             .collect()
     }
 
+    /// Window mode of the indirect kernel (see `qkernels_kernels::gemm::IgemmUkernel`): when
+    /// every output pixel of the tile starting at A row `row0` (`rows` valid rows) has its whole
+    /// window inside the image, appends `mr` pointers — row `i`'s window start, rows `rows ..
+    /// mr` repeating the last one — and returns `true`; otherwise appends nothing and returns
+    /// `false`. Row `i`'s tap `t` is then `dst[i] + tap_off[t]`.
+    ///
+    /// Every pointer is derived from a bounds-checked slice of `x` covering its whole window
+    /// (`tap_off[taps − 1] + ic` bytes).
+    fn push_window_tile(
+        &self,
+        row0: usize,
+        rows: usize,
+        mr: usize,
+        tap_off: &[usize],
+        dst: &mut Vec<*const u8>,
+    ) -> bool {
+        let g = &self.geo;
+        debug_assert!((1..=mr).contains(&rows) && tap_off.len() == self.taps());
+        let span_h = (g.kernel_h - 1) * g.dilation_h;
+        let span_w = (g.kernel_w - 1) * g.dilation_w;
+        let len = tap_off[tap_off.len() - 1] + self.ic;
+        let start = dst.len();
+        let (mut b, rem) = (row0 / (self.oh * self.ow), row0 % (self.oh * self.ow));
+        let (mut oy, mut ox) = (rem / self.ow, rem % self.ow);
+        for _ in 0..rows {
+            let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
+            let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
+            if iy0 < 0
+                || ix0 < 0
+                || iy0 as usize + span_h >= g.in_h
+                || ix0 as usize + span_w >= g.in_w
+            {
+                dst.truncate(start);
+                return false;
+            }
+            let base = ((b * g.in_h + iy0 as usize) * g.in_w + ix0 as usize) * g.in_c + self.c0;
+            dst.push(self.x[base..base + len].as_ptr());
+            ox += 1;
+            if ox == self.ow {
+                ox = 0;
+                oy += 1;
+                if oy == self.oh {
+                    oy = 0;
+                    b += 1;
+                }
+            }
+        }
+        let last = dst[dst.len() - 1];
+        dst.resize(start + mr, last);
+        true
+    }
+
     /// Appends the indirection array of one `mr`-row tile starting at A row `row0` with `rows`
     /// valid rows (see `qkernels_kernels::gemm::IgemmUkernel`): `taps · mr` pointers, tap-major,
     /// padded taps and rows `rows .. mr` pointing at `zero` (`ic` bytes of `pad`). `tap_off` is
@@ -900,6 +952,10 @@ enum PanelAt {
     Tail1(usize),
     /// Offset into `Scratch::ind` of the `taps · MR` pointers of an indirect tile.
     Indirect(usize),
+    /// Offset into `Scratch::ind` of the `MR` window pointers of an indirect tile whose pixels'
+    /// windows are inside the image (taps at `Scratch::tap_off`, see
+    /// [`Indirect::push_window_tile`]).
+    IndirectWindow(usize),
     /// Offset into `Scratch::packed_a` of a panel packed for the 7-bit companion (`Plan::a7`)
     /// with the high bit of every activation cleared, and the range of `Scratch::outliers`
     /// listing where that bit was set (see [`pack_a7`]).
@@ -1182,8 +1238,13 @@ fn indirect_block(plan: &Plan<'_>, ind: &Indirect<'_>, s: &mut Scratch, row0: us
             (g.pack_a)(&s.rowbuf, k, 1, k, dst);
             s.panels.push(PanelAt::Tail1(off));
         } else {
-            s.panels.push(PanelAt::Indirect(s.ind.len()));
-            ind.push_tile(row0 + i0, r, mr, &s.tap_off, &s.zero, &mut s.ind);
+            let off = s.ind.len();
+            if ind.push_window_tile(row0 + i0, r, mr, &s.tap_off, &mut s.ind) {
+                s.panels.push(PanelAt::IndirectWindow(off));
+            } else {
+                s.panels.push(PanelAt::Indirect(off));
+                ind.push_tile(row0 + i0, r, mr, &s.tap_off, &s.zero, &mut s.ind);
+            }
         }
     }
 }
@@ -1402,22 +1463,37 @@ fn tile<'p2>(
     let (mr, nr) = (kern.mr, kern.nr);
     let (_, r) = plan.panel(rows, ip);
     let cols = nr.min(plan.pw.n - p * nr);
-    if let (PanelAt::Indirect(off), Some((ik, ind))) = (s.panels[ip], &plan.igemm) {
+    let indirect = match (s.panels[ip], &plan.igemm) {
+        (PanelAt::Indirect(off), Some((ik, ind))) => Some((
+            ik,
+            ind,
+            &s.ind[off..off + ind.taps() * mr],
+            std::ptr::null(),
+        )),
+        (PanelAt::IndirectWindow(off), Some((ik, ind))) => {
+            Some((ik, ind, &s.ind[off..off + mr], s.tap_off.as_ptr()))
+        }
+        _ => None,
+    };
+    if let Some((ik, ind, ptrs, tap_off)) = indirect {
         let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
-        let taps = ind.taps();
-        let ptrs = &s.ind[off..off + taps * mr];
         debug_assert_eq!((ik.gemm.mr, ik.gemm.nr), (mr, nr));
+        debug_assert_eq!(s.tap_off.len(), ind.taps());
         // SAFETY: `ptrs` is this tile's `taps · MR` pointers built by `Indirect::push_tile`, each
         // to `ic` bytes of the image (bounds-checked slices of `ind.x`, borrowed for the call) or
-        // to `s.zero` (`ic` bytes, not modified while the block runs); `ic % 4 == 0` and
-        // `taps · ic = K` were checked by `igemm_for`, and `bp` is a whole B panel packed by
-        // `ik.gemm` (the weights' kernel) for that K. `s.tile` holds MR×NR i32, row stride NR;
-        // `1 ≤ r ≤ MR`, `1 ≤ cols ≤ NR`; the ISA was checked at pack time.
+        // to `s.zero` (`ic` bytes, not modified while the block runs), with a null `tap_off`; or
+        // its MR window pointers built by `Indirect::push_window_tile`, each from a checked
+        // slice of `ind.x` of `tap_off[taps − 1] + ic` bytes, with `tap_off` = `s.tap_off`
+        // (`taps` offsets, ascending). `ic % 4 == 0` and `taps · ic = K` were checked by
+        // `igemm_for`, and `bp` is a whole B panel packed by `ik.gemm` (the weights' kernel) for
+        // that K. `s.tile` holds MR×NR i32, row stride NR; `1 ≤ r ≤ MR`, `1 ≤ cols ≤ NR`; the ISA
+        // was checked at pack time.
         unsafe {
             (ik.ukernel)(
-                taps,
+                ind.taps(),
                 ind.ic,
                 ptrs.as_ptr(),
+                tap_off,
                 bp.as_ptr(),
                 s.tile.as_mut_ptr(),
                 nr,
@@ -1467,7 +1543,9 @@ fn tile<'p2>(
                 .expect("7-bit tail panels exist only with a 7-bit GEMV kernel");
             (&s.packed_a[off..off + (g7.a_panel_bytes)(k)], a7_b(a7), g7)
         }
-        PanelAt::Indirect(_) => unreachable!("indirect panels exist only on the IGEMM path"),
+        PanelAt::Indirect(_) | PanelAt::IndirectWindow(_) => {
+            unreachable!("indirect panels exist only on the IGEMM path")
+        }
     };
     let kc = ukern.round_k(k);
     debug_assert_eq!(bp.len(), (ukern.b_panel_bytes)(k));

@@ -2,6 +2,8 @@
 //! one tile: random indirection arrays (each tap its own exactly-sized buffer, some taps and all
 //! unused tail rows on a shared zero-point buffer), B packed by the companion GEMM kernel's
 //! `pack_b`, compared with `qkernels_ref::matmul_u8s8s32_ref` on the gathered rows (`assert_eq!`).
+//! Window mode (`tap_off` non-null): one exactly-sized window buffer per row, taps at random
+//! ascending offsets inside it, unused tail rows repeating the last row's window.
 
 use qkernels_kernels::gemm::all_igemm_kernels;
 use qkernels_kernels::isa;
@@ -68,6 +70,7 @@ fn igemm_tiles_match_reference() {
                             taps,
                             ic,
                             ind.as_ptr(),
+                            std::ptr::null(),
                             pb.as_ptr(),
                             c.as_mut_ptr(),
                             ldc,
@@ -81,6 +84,86 @@ fn igemm_tiles_match_reference() {
                             &c[i * ldc..i * ldc + n],
                             &want[i * n..(i + 1) * n],
                             "{} taps {taps} ic {ic} m {m} n {n} row {i}",
+                            ik.name
+                        );
+                        assert!(
+                            c[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == i32::MIN),
+                            "{}: wrote outside the tile",
+                            ik.name
+                        );
+                    }
+                    ran += 1;
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa::Isa::Avx512Vnni.is_supported() {
+        assert!(ran > 0);
+    }
+    let _ = ran;
+}
+
+#[test]
+fn igemm_window_mode_matches_reference() {
+    isa::require_from_env().expect("required ISA missing");
+    let mut rng = StdRng::seed_from_u64(0x1d1_77d0);
+    let mut ran = 0;
+    for ik in all_igemm_kernels() {
+        let g = ik.gemm;
+        if !g.isa.is_supported() {
+            continue;
+        }
+        for &taps in &[1usize, 2, 9, 25] {
+            for &ic in &[4usize, 8, 64, 68] {
+                for m in 1..=g.mr {
+                    let n = [1, 17, g.nr - 1, g.nr][rng.gen_range(0..4)];
+                    let k = taps * ic;
+                    // Tap t at tap_off[t]: ascending, gaps of 0..3 tap widths (a row stride).
+                    let mut tap_off = Vec::with_capacity(taps);
+                    let mut o = 0;
+                    for _ in 0..taps {
+                        tap_off.push(o);
+                        o += ic * rng.gen_range(1..4);
+                    }
+                    let len = tap_off[taps - 1] + ic;
+                    let wins: Vec<Vec<u8>> = (0..m)
+                        .map(|_| (0..len).map(|_| rng.r#gen()).collect())
+                        .collect();
+                    let mut ind: Vec<*const u8> = wins.iter().map(|w| w.as_ptr()).collect();
+                    ind.resize(g.mr, wins[m - 1].as_ptr());
+                    let a: Vec<u8> = wins
+                        .iter()
+                        .flat_map(|w| tap_off.iter().flat_map(move |&o| w[o..o + ic].to_vec()))
+                        .collect();
+                    let w: Vec<i8> = (0..n * k).map(|_| rng.r#gen()).collect();
+                    let mut pb = vec![0u8; (g.b_panel_bytes)(k)];
+                    (g.pack_b)(&w, k, n, k, &mut pb);
+                    let ldc = n + 3;
+                    let mut c = vec![i32::MIN; m * ldc];
+                    // SAFETY: window mode: `ind` holds MR pointers, each to a window of
+                    // `tap_off[taps − 1] + ic` bytes, `tap_off` holds `taps` offsets; `ic % 4 ==
+                    // 0`, `pb` is the companion's B panel for K = taps·ic, `c` has m rows of
+                    // stride ldc ≥ n, 1 ≤ m ≤ MR, 1 ≤ n ≤ NR, and the ISA is supported.
+                    unsafe {
+                        (ik.ukernel)(
+                            taps,
+                            ic,
+                            ind.as_ptr(),
+                            tap_off.as_ptr(),
+                            pb.as_ptr(),
+                            c.as_mut_ptr(),
+                            ldc,
+                            m,
+                            n,
+                        )
+                    };
+                    let want = qkernels_ref::matmul_u8s8s32_ref(m, n, k, &a, &w, false);
+                    for i in 0..m {
+                        assert_eq!(
+                            &c[i * ldc..i * ldc + n],
+                            &want[i * n..(i + 1) * n],
+                            "{} window taps {taps} ic {ic} m {m} n {n} row {i}",
                             ik.name
                         );
                         assert!(

@@ -189,10 +189,23 @@ pub const fn ckr_panel_bytes<const R: usize, const KR: usize>(kc: usize) -> usiz
 /// With `ic % KR == 0` every K group lies inside one tap, so the B panel is the companion GEMM
 /// kernel's packed B, byte for byte.
 ///
+/// **Window mode.** When `tap_off` is non-null, `ind` holds only `MR` pointers, one per row,
+/// and row `i`'s tap `t` is `ind[i] + tap_off[t]`: for an output pixel whose whole window lies
+/// inside the image the taps are fixed offsets from the window's first byte, so the driver
+/// passes one pointer per row instead of `taps` (building `taps · MR` pointers per tile cost
+/// ≈ 2 % of a ResNet-18 pass).
+///
+/// ```text
+/// ind[i] + tap_off[t] → A[i][t·ic .. (t+1)·ic]      (tap_off null: ind[t·MR + i], as above)
+/// ```
+///
 /// # Safety
 ///
 /// * `ic` is a non-zero multiple of the kernel's `kr`, `taps ≥ 1`;
-/// * `ind` is valid for reads of `taps · MR` pointers, each valid for reads of `ic` bytes;
+/// * `tap_off` is null and `ind` is valid for reads of `taps · MR` pointers, each valid for
+///   reads of `ic` bytes; or `tap_off` is valid for reads of `taps` offsets, `ind` for reads of
+///   `MR` pointers, and each `ind[i]` (the same allocation) is valid for reads of
+///   `tap_off[t] + ic` bytes for every `t`;
 /// * `b` points to one B panel packed by the companion GEMM kernel's `pack_b` for
 ///   `K = taps · ic`;
 /// * `c` is valid for writes of `C[i*rs_c + j]` for `i < mr`, `j < nr` (the tile is stored, not
@@ -203,6 +216,7 @@ pub type IgemmUkernel = unsafe fn(
     taps: usize,
     ic: usize,
     ind: *const *const u8,
+    tap_off: *const usize,
     b: *const u8,
     c: *mut i32,
     rs_c: usize,

@@ -469,7 +469,8 @@ pub fn peak_probe_vnni_zmm(iters: usize) {
 // Register allocation, IGEMM (MR = 6, NV = 4 → 6 × 64), per tap t, per K group g of 4 inside it:
 //
 //   A row pointers  six GPRs p0 … p5 = ind[t·MR + i] (IC contiguous bytes of one NHWC input
-//                   pixel, or the zero-point buffer for a padded tap / an unused tail row)
+//                   pixel, or the zero-point buffer for a padded tap / an unused tail row);
+//                   window mode: p_i = ind[i] + tap_off[t]
 //   B (c4 bytes)    zmm24 … zmm27 = W[16v .. 16v+16][K = t·IC + 4g .. +4], v = 0..4
 //   A broadcast     zmm28 = p_i[4g .. 4g+4] in every i32 lane
 //   accumulators    zmm0  zmm1  zmm2  zmm3     row 0   (vacc0x0…3F)
@@ -489,7 +490,8 @@ pub fn peak_probe_vnni_zmm(iters: usize) {
 ///
 /// # Safety
 /// See [`super::IgemmUkernel`]: `ind` holds `taps · MR` pointers (tap-major: `ind[t·MR + i]` is
-/// row `i`'s tap `t`), each readable for `ic` bytes; `ic % 4 == 0`; `b` is a
+/// row `i`'s tap `t`), each readable for `ic` bytes, or in window mode (`tap_off` non-null) MR
+/// row pointers with tap `t` at `ind[i] + tap_off[t]`; `ic % 4 == 0`; `b` is a
 /// `pack_b_ckr::<{16·NV}, 4>` panel for K = `taps · ic`; `c` as in [`super::GemmUkernel`]; the
 /// CPU supports AVX-512 F/BW/VL/VNNI.
 #[cfg(target_arch = "x86_64")]
@@ -498,6 +500,7 @@ unsafe fn ukernel_zmm_indirect<const MR: usize, const NV: usize>(
     taps: usize,
     ic: usize,
     ind: *const *const u8,
+    tap_off: *const usize,
     b: *const u8,
     c: *mut i32,
     rs_c: usize,
@@ -510,12 +513,12 @@ unsafe fn ukernel_zmm_indirect<const MR: usize, const NV: usize>(
     // covers MR); this function runs with AVX-512 F/BW/VL/VNNI.
     unsafe {
         match mr {
-            1 => zmm_indirect_tile::<MR, 1, NV>(taps, ic, ind, b, c, rs_c, 1, nr),
-            2 => zmm_indirect_tile::<MR, 2, NV>(taps, ic, ind, b, c, rs_c, 2, nr),
-            3 => zmm_indirect_tile::<MR, 3, NV>(taps, ic, ind, b, c, rs_c, 3, nr),
-            4 => zmm_indirect_tile::<MR, 4, NV>(taps, ic, ind, b, c, rs_c, 4, nr),
-            5 => zmm_indirect_tile::<MR, 5, NV>(taps, ic, ind, b, c, rs_c, 5, nr),
-            _ => zmm_indirect_tile::<MR, MR, NV>(taps, ic, ind, b, c, rs_c, mr, nr),
+            1 => zmm_indirect_tile::<MR, 1, NV>(taps, ic, ind, tap_off, b, c, rs_c, 1, nr),
+            2 => zmm_indirect_tile::<MR, 2, NV>(taps, ic, ind, tap_off, b, c, rs_c, 2, nr),
+            3 => zmm_indirect_tile::<MR, 3, NV>(taps, ic, ind, tap_off, b, c, rs_c, 3, nr),
+            4 => zmm_indirect_tile::<MR, 4, NV>(taps, ic, ind, tap_off, b, c, rs_c, 4, nr),
+            5 => zmm_indirect_tile::<MR, 5, NV>(taps, ic, ind, tap_off, b, c, rs_c, 5, nr),
+            _ => zmm_indirect_tile::<MR, MR, NV>(taps, ic, ind, tap_off, b, c, rs_c, mr, nr),
         }
     }
 }
@@ -532,6 +535,7 @@ unsafe fn zmm_indirect_tile<const MR: usize, const R: usize, const NV: usize>(
     taps: usize,
     ic: usize,
     ind: *const *const u8,
+    tap_off: *const usize,
     b: *const u8,
     c: *mut i32,
     rs_c: usize,
@@ -539,7 +543,7 @@ unsafe fn zmm_indirect_tile<const MR: usize, const R: usize, const NV: usize>(
     nr: usize,
 ) {
     // SAFETY: the caller's contract.
-    unsafe { zmm_indirect_rows::<MR, R, NV>(taps, ic, ind, b, c, rs_c, mr, nr) }
+    unsafe { zmm_indirect_rows::<MR, R, NV>(taps, ic, ind, tap_off, b, c, rs_c, mr, nr) }
 }
 
 /// The loop of [`ukernel_zmm_indirect`] over the first `R ≤ MR` rows of the tile (pointer
@@ -555,6 +559,7 @@ unsafe fn zmm_indirect_rows<const MR: usize, const R: usize, const NV: usize>(
     taps: usize,
     ic: usize,
     ind: *const *const u8,
+    tap_off: *const usize,
     b: *const u8,
     c: *mut i32,
     rs_c: usize,
@@ -568,8 +573,16 @@ unsafe fn zmm_indirect_rows<const MR: usize, const R: usize, const NV: usize>(
     for t in 0..taps {
         let mut pa = [std::ptr::null::<u8>(); R];
         for (i, p) in pa.iter_mut().enumerate() {
-            // SAFETY: `ind` holds `taps · MR` pointers and `t < taps`, `i < R ≤ MR`.
-            *p = unsafe { *ind.add(t * MR + i) };
+            // SAFETY: window mode: `ind` holds MR pointers, `tap_off` `taps` offsets, and
+            // `ind[i] + tap_off[t]` stays inside row `i`'s window (the caller's contract);
+            // otherwise `ind` holds `taps · MR` pointers. `t < taps`, `i < R ≤ MR`.
+            *p = unsafe {
+                if tap_off.is_null() {
+                    *ind.add(t * MR + i)
+                } else {
+                    (*ind.add(i)).add(*tap_off.add(t))
+                }
+            };
         }
         let mut k = 0;
         while k < ic {
