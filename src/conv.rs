@@ -193,6 +193,15 @@ pub fn uses_depthwise_kernel(p: &Conv2dParams) -> bool {
 }
 
 impl Conv2d {
+    /// The packed GEMM weights (one per group; none for the depthwise engine), for moving them
+    /// into a model's shared huge-page arena.
+    pub(crate) fn packed_weights_mut(&mut self) -> &mut [PackedWeights] {
+        match &mut self.engine {
+            Engine::Gemm(v) => v,
+            Engine::Depthwise(_) => &mut [],
+        }
+    }
+
     /// Packs OIHW weights `[OC, IC/G, kh, kw]` for the active ISA, exact accumulation.
     pub fn new(
         params: Conv2dParams,

@@ -17,11 +17,12 @@
 //! Results are bit-identical for every ISA and every thread count.
 
 use crate::validate::{check_capacity, check_nonzero, check_qparams_u8, check_weight_qparams};
+use crate::weight_arena::PackedBuf;
 use crate::{Error, Isa, QParams, Result, WeightQParams};
 use aligned_vec::{AVec, ConstAlign};
 use qkernels_kernels::gemm::{
-    GemmKernel, IgemmKernel, a_is_row_major_u8, a7_companion, best_kernel, gemv_companion,
-    igemm_companion,
+    GemmKernel, IgemmKernel, Prefetch, a_is_row_major_u8, a7_companion, best_kernel,
+    gemv_companion, igemm_companion,
 };
 use qkernels_kernels::ops::AddParams;
 use qkernels_kernels::requant::{Epilogue, RequantCols, TileAdd, correct_tile};
@@ -325,7 +326,7 @@ struct EpilogueCache {
 #[derive(Clone)]
 struct A7Weights {
     kernel: &'static GemmKernel,
-    packed: AVec<u8, ConstAlign<64>>,
+    packed: PackedBuf,
     panel_bytes: usize,
     /// `W` transposed (`K × N`), for the outlier corrections (see [`pack_a7`]).
     wt: Vec<i8>,
@@ -341,12 +342,7 @@ fn a7_enabled() -> bool {
 }
 
 /// Packs every B panel of `w` (`n × k`) for `kernel`; returns the buffer and the panel size.
-fn pack_b_panels(
-    kernel: &GemmKernel,
-    w: &[i8],
-    n: usize,
-    k: usize,
-) -> Result<(AVec<u8, ConstAlign<64>>, usize)> {
+fn pack_b_panels(kernel: &GemmKernel, w: &[i8], n: usize, k: usize) -> Result<(PackedBuf, usize)> {
     let panel_bytes = (kernel.b_panel_bytes)(k);
     let panels = n.div_ceil(kernel.nr);
     let total = crate::validate::checked_product(&[panels, panel_bytes], "packed weights")?;
@@ -356,7 +352,7 @@ fn pack_b_panels(
         let cols = kernel.nr.min(n - j0);
         (kernel.pack_b)(&w[j0 * k..], k, cols, k, dst);
     }
-    Ok((packed, panel_bytes))
+    Ok((PackedBuf::Own(packed), panel_bytes))
 }
 
 /// Weights packed once for one microkernel, with everything the epilogue needs.
@@ -366,8 +362,9 @@ pub struct PackedWeights {
     gemv: Option<&'static GemmKernel>,
     n: usize,
     k: usize,
-    /// `ceil(N/NR)` panels of `b_panel_bytes(K)` bytes each.
-    packed: AVec<u8, ConstAlign<64>>,
+    /// `ceil(N/NR)` panels of `b_panel_bytes(K)` bytes each (owned, or in a model's huge-page
+    /// arena, see [`crate::weight_arena`]).
+    packed: PackedBuf,
     panel_bytes: usize,
     /// Second packing of B for the 7-bit companion kernel (exact AVX2 only).
     a7: Option<Box<A7Weights>>,
@@ -568,6 +565,16 @@ impl PackedWeights {
     pub fn k(&self) -> usize {
         self.k
     }
+    /// The packed buffers (B, and B for the 7-bit companion if any), for moving them into a
+    /// shared huge-page arena ([`crate::weight_arena::share_huge_pages`]).
+    pub(crate) fn packed_bufs_mut(&mut self) -> Vec<&mut PackedBuf> {
+        let mut v = vec![&mut self.packed];
+        if let Some(a7) = self.a7.as_deref_mut() {
+            v.push(&mut a7.packed);
+        }
+        v
+    }
+
     /// The ISA the weights are packed for.
     pub fn isa(&self) -> Isa {
         self.kernel.isa
@@ -1450,6 +1457,27 @@ fn pack_a7(
     })
 }
 
+/// The prefetch hint of tile `ip` of B panel `p`: its share of panel `p + 1` (the panel the
+/// loop in [`item_u8`] reads next), so that the next panel is fetched from memory while this one
+/// is used instead of stalling that panel's first tile (see `qkernels_kernels::gemm::Prefetch`).
+fn next_panel_prefetch(plan: &Plan<'_>, rows: usize, ip: usize, p: usize) -> Prefetch {
+    let pw = plan.pw;
+    if (p + 1) * plan.kern.nr >= pw.n {
+        return Prefetch::NONE;
+    }
+    let panel_lines = pw.panel_bytes / 64;
+    let share = panel_lines.div_ceil(rows.div_ceil(plan.kern.mr));
+    let first = (ip * share).min(panel_lines);
+    Prefetch {
+        // A hint only: never dereferenced (`wrapping_add` keeps it a plain address).
+        at: pw
+            .packed
+            .as_ptr()
+            .wrapping_add((p + 1) * pw.panel_bytes + first * 64),
+        lines: share.min(panel_lines - first),
+    }
+}
+
 /// Runs the microkernel on A panel `ip` of the packed block and B panel `p` into `s.tile`
 /// (row stride NR); returns `(rows, cols)` of the valid part.
 fn tile<'p2>(
@@ -1499,6 +1527,7 @@ fn tile<'p2>(
                 nr,
                 r,
                 cols,
+                next_panel_prefetch(plan, rows, ip, p),
             )
         };
         return (r, cols);

@@ -22,6 +22,7 @@ pub mod gemm;
 pub mod ops;
 pub mod resnet18;
 pub mod validate;
+mod weight_arena;
 
 pub use error::{Error, Result};
 pub use qkernels_kernels::isa::{self, Isa};

@@ -5,7 +5,7 @@
 //! Window mode (`tap_off` non-null): one exactly-sized window buffer per row, taps at random
 //! ascending offsets inside it, unused tail rows repeating the last row's window.
 
-use qkernels_kernels::gemm::all_igemm_kernels;
+use qkernels_kernels::gemm::{Prefetch, all_igemm_kernels};
 use qkernels_kernels::isa;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -76,6 +76,7 @@ fn igemm_tiles_match_reference() {
                             ldc,
                             m,
                             n,
+                            Prefetch::NONE,
                         )
                     };
                     let want = qkernels_ref::matmul_u8s8s32_ref(m, n, k, &a, &w, false);
@@ -156,6 +157,11 @@ fn igemm_window_mode_matches_reference() {
                             ldc,
                             m,
                             n,
+                            // A hint past the end of `pb`: allowed, and must not change results.
+                            Prefetch {
+                                at: pb.as_ptr().wrapping_add(pb.len()),
+                                lines: 1 << 20,
+                            },
                         )
                     };
                     let want = qkernels_ref::matmul_u8s8s32_ref(m, n, k, &a, &w, false);

@@ -23,7 +23,7 @@
 use std::arch::x86_64::*;
 
 use super::x86_pack::{pack_a_rows_u8, rows_u8_panel_bytes};
-use super::{GemmKernel, IgemmKernel, ckr_panel_bytes, pack_b_ckr};
+use super::{GemmKernel, IgemmKernel, Prefetch, ckr_panel_bytes, pack_b_ckr};
 use crate::isa::Isa;
 
 /// Writes (or adds) one row of `NV` zmm accumulators to `c[0..nr]` with masked stores.
@@ -506,6 +506,7 @@ unsafe fn ukernel_zmm_indirect<const MR: usize, const NV: usize>(
     rs_c: usize,
     mr: usize,
     nr: usize,
+    pf: Prefetch,
 ) {
     debug_assert!(ic.is_multiple_of(4) && ic > 0 && taps > 0);
     debug_assert!((1..=MR).contains(&mr) && (1..=16 * NV).contains(&nr));
@@ -513,12 +514,12 @@ unsafe fn ukernel_zmm_indirect<const MR: usize, const NV: usize>(
     // covers MR); this function runs with AVX-512 F/BW/VL/VNNI.
     unsafe {
         match mr {
-            1 => zmm_indirect_tile::<MR, 1, NV>(taps, ic, ind, tap_off, b, c, rs_c, 1, nr),
-            2 => zmm_indirect_tile::<MR, 2, NV>(taps, ic, ind, tap_off, b, c, rs_c, 2, nr),
-            3 => zmm_indirect_tile::<MR, 3, NV>(taps, ic, ind, tap_off, b, c, rs_c, 3, nr),
-            4 => zmm_indirect_tile::<MR, 4, NV>(taps, ic, ind, tap_off, b, c, rs_c, 4, nr),
-            5 => zmm_indirect_tile::<MR, 5, NV>(taps, ic, ind, tap_off, b, c, rs_c, 5, nr),
-            _ => zmm_indirect_tile::<MR, MR, NV>(taps, ic, ind, tap_off, b, c, rs_c, mr, nr),
+            1 => zmm_indirect_tile::<MR, 1, NV>(taps, ic, ind, tap_off, b, c, rs_c, 1, nr, pf),
+            2 => zmm_indirect_tile::<MR, 2, NV>(taps, ic, ind, tap_off, b, c, rs_c, 2, nr, pf),
+            3 => zmm_indirect_tile::<MR, 3, NV>(taps, ic, ind, tap_off, b, c, rs_c, 3, nr, pf),
+            4 => zmm_indirect_tile::<MR, 4, NV>(taps, ic, ind, tap_off, b, c, rs_c, 4, nr, pf),
+            5 => zmm_indirect_tile::<MR, 5, NV>(taps, ic, ind, tap_off, b, c, rs_c, 5, nr, pf),
+            _ => zmm_indirect_tile::<MR, MR, NV>(taps, ic, ind, tap_off, b, c, rs_c, mr, nr, pf),
         }
     }
 }
@@ -541,9 +542,10 @@ unsafe fn zmm_indirect_tile<const MR: usize, const R: usize, const NV: usize>(
     rs_c: usize,
     mr: usize,
     nr: usize,
+    pf: Prefetch,
 ) {
     // SAFETY: the caller's contract.
-    unsafe { zmm_indirect_rows::<MR, R, NV>(taps, ic, ind, tap_off, b, c, rs_c, mr, nr) }
+    unsafe { zmm_indirect_rows::<MR, R, NV>(taps, ic, ind, tap_off, b, c, rs_c, mr, nr, pf) }
 }
 
 /// The loop of [`ukernel_zmm_indirect`] over the first `R ≤ MR` rows of the tile (pointer
@@ -565,11 +567,14 @@ unsafe fn zmm_indirect_rows<const MR: usize, const R: usize, const NV: usize>(
     rs_c: usize,
     mr: usize,
     nr: usize,
+    pf: Prefetch,
 ) {
     debug_assert!(R <= MR && mr <= R);
     // SAFETY: value-only intrinsic; ISA support is the caller's contract.
     let mut acc = [[unsafe { _mm512_setzero_si512() }; NV]; R];
     let mut pb = b;
+    // Prefetch hint: line `g` of `pf` at K group `g` (a hint only, never dereferenced).
+    let mut g = 0;
     for t in 0..taps {
         let mut pa = [std::ptr::null::<u8>(); R];
         for (i, p) in pa.iter_mut().enumerate() {
@@ -601,6 +606,11 @@ unsafe fn zmm_indirect_rows<const MR: usize, const R: usize, const NV: usize>(
                     *r = unsafe { _mm512_dpbusd_epi32(*r, va, *x) };
                 }
             }
+            if g < pf.lines {
+                // SAFETY: a prefetch never faults and does not access memory (any address).
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(pf.at.wrapping_add(64 * g) as *const i8) };
+            }
+            g += 1;
             k += 4;
             // SAFETY: advancing within (or one past the end of) the B panel.
             pb = unsafe { pb.add(64 * NV) };
