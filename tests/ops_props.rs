@@ -282,6 +282,69 @@ fn max_pool_matches_reference() {
     }
 }
 
+/// The separable 3×3 stride-2 path (ResNet's stem pool, any row stride, pad 0 or 1): every
+/// small image size (odd and even, 1×1 upwards, so both borders and the clamped last column),
+/// channel counts around each ISA's register width, two images per call, and the ResNet size.
+#[test]
+fn max_pool_3x3_stride2_matches_reference() {
+    let isas = isas();
+    let mut rng = StdRng::seed_from_u64(0x5eed_0007);
+    let cs = [1, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 96, 127, 128, 130];
+    let mut cases = vec![(1, 112, 112, 64, 2, 1), (2, 57, 31, 64, 2, 1)];
+    for h in 1..=9 {
+        for w in 1..=9 {
+            let c = cs[rng.gen_range(0..cs.len())];
+            cases.push((
+                rng.gen_range(1..=2),
+                h,
+                w,
+                c,
+                rng.gen_range(1..=3),
+                rng.gen_range(0..=1),
+            ));
+        }
+    }
+    let mut checked = 0;
+    for (n, h, w, c, stride_h, pad) in cases {
+        for pad_h in [pad, 1 - pad] {
+            let p = Pool2d {
+                kernel_h: 3,
+                kernel_w: 3,
+                stride_h,
+                stride_w: 2,
+                pad_h,
+                pad_w: pad,
+                dilation_h: 1,
+                dilation_w: 1,
+            };
+            let Ok((oh, ow)) = ops::pool_output_size(h, w, &p) else {
+                continue;
+            };
+            let x = rand_u8(&mut rng, n * h * w * c);
+            let (want, woh, wow) = r::max_pool2d_nhwc(&x, n, h, w, c, &p);
+            assert_eq!((woh, wow), (oh, ow));
+            for &isa in &isas {
+                // A poisoned tail past the output: the kernel must not write there.
+                let mut y = vec![0xA5u8; n * oh * ow * c + 7];
+                let got = ops::max_pool2d_u8_with_isa(isa, &x, n, h, w, c, &p, &mut y).unwrap();
+                assert_eq!(got, (oh, ow));
+                assert_eq!(
+                    &y[..want.len()],
+                    &want[..],
+                    "{p:?} n{n} h{h} w{w} c{c} {isa}"
+                );
+                assert_eq!(
+                    &y[want.len()..],
+                    &[0xA5u8; 7],
+                    "{p:?} n{n} h{h} w{w} c{c} {isa}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "only {checked} cases");
+}
+
 #[test]
 fn adaptive_avg_pool_matches_reference() {
     let isas = isas();

@@ -1,7 +1,7 @@
 //! Portable kernels: the formulas of [`super`] applied element by element. `Isa::Scalar` runs
 //! these; the SIMD modules use the same element functions for their tails.
 
-use super::body::{self, RowOps};
+use super::body::{self, MaxVec, RowOps};
 use super::{AddParams, PoolGeometry, avg_finish_elem, dequantize_elem, quantize_elem};
 
 /// Quantize f32 → u8 with `inv = 1/f32(scale)` and zero point `zp` (0..=255).
@@ -76,6 +76,38 @@ impl RowOps for Scalar {
         for (o, &s) in out.iter_mut().zip(acc) {
             *o = avg_finish_elem(s, size, inv, zp);
         }
+    }
+}
+
+/// 16 u8 lanes as an array: the loops vectorise to whatever the target has (SSE2, NEON).
+impl MaxVec for Scalar {
+    type V = [u8; 16];
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> [u8; 16] {
+        // SAFETY: `p` readable for 16 bytes (contract).
+        unsafe { p.cast::<[u8; 16]>().read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn load_part(p: *const u8, n: usize) -> [u8; 16] {
+        let mut v = [0u8; 16];
+        // SAFETY: `p` readable for `n < 16` bytes (contract).
+        unsafe { std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), n) };
+        v
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut u8, v: [u8; 16]) {
+        // SAFETY: `p` writable for 16 bytes (contract).
+        unsafe { p.cast::<[u8; 16]>().write_unaligned(v) }
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut u8, v: [u8; 16], n: usize) {
+        // SAFETY: `p` writable for `n < 16` bytes (contract).
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), p, n) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: [u8; 16], b: [u8; 16]) -> [u8; 16] {
+        std::array::from_fn(|i| a[i].max(b[i]))
     }
 }
 

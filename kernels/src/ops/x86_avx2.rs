@@ -5,7 +5,7 @@
 //! MXCSR (round half to even), guarded by a float clamp so it never hits the `i32::MIN`
 //! "indefinite" result where the reference saturates.
 
-use super::body::{self, RowOps};
+use super::body::{self, MaxVec, RowOps};
 use super::{AddParams, PoolGeometry, avg_finish_elem, dequantize_elem, quantize_elem};
 use std::arch::x86_64::*;
 
@@ -380,7 +380,47 @@ impl RowOps for Avx2 {
     }
 }
 
-/// max_pool2d over NHWC, 32 channels per `vpmaxub`.
+impl MaxVec for Avx2 {
+    type V = __m256i;
+    const LANES: usize = 32;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> __m256i {
+        // SAFETY: AVX enabled in the caller; `p` readable for 32 bytes (contract).
+        unsafe { _mm256_loadu_si256(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn load_part(p: *const u8, n: usize) -> __m256i {
+        // No byte-masked loads in AVX2: copy the `n < 32` bytes into a zeroed buffer.
+        let mut buf = [0u8; 32];
+        // SAFETY: `p` readable for `n ≤ 32` bytes (contract); AVX enabled in the caller.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+            _mm256_loadu_si256(buf.as_ptr().cast())
+        }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut u8, v: __m256i) {
+        // SAFETY: AVX enabled in the caller; `p` writable for 32 bytes (contract).
+        unsafe { _mm256_storeu_si256(p.cast(), v) }
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut u8, v: __m256i, n: usize) {
+        let mut buf = [0u8; 32];
+        // SAFETY: AVX enabled in the caller; `p` writable for `n ≤ 32` bytes (contract).
+        unsafe {
+            _mm256_storeu_si256(buf.as_mut_ptr().cast(), v);
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+        }
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 enabled in the caller.
+        unsafe { _mm256_max_epu8(a, b) }
+    }
+}
+
+/// max_pool2d over NHWC, 32 channels per `vpmaxub`; 3×3 stride-2 windows take the separable
+/// path of [`body::max_pool`].
 ///
 /// # Safety
 ///

@@ -5,7 +5,7 @@
 //! guards as the AVX2 kernels; `quantized::add` runs 64 elements — exactly PyTorch's vector
 //! block — per iteration.
 
-use super::body::{self, RowOps};
+use super::body::{self, MaxVec, RowOps};
 use super::{AddParams, PoolGeometry, avg_finish_elem, dequantize_elem, quantize_elem};
 use std::arch::x86_64::*;
 
@@ -391,7 +391,39 @@ impl RowOps for Avx512 {
     }
 }
 
-/// max_pool2d over NHWC, 64 channels per `vpmaxub` (masked channel tail).
+impl MaxVec for Avx512 {
+    type V = __m512i;
+    const LANES: usize = 64;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> __m512i {
+        // SAFETY: AVX-512F enabled in the caller; `p` readable for 64 bytes (contract).
+        unsafe { _mm512_loadu_si512(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn load_part(p: *const u8, n: usize) -> __m512i {
+        // SAFETY: AVX-512BW enabled in the caller; the mask covers the `n < 64` readable bytes
+        // (masked-off lanes are not accessed).
+        unsafe { _mm512_maskz_loadu_epi8((1u64 << n) - 1, p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut u8, v: __m512i) {
+        // SAFETY: AVX-512F enabled in the caller; `p` writable for 64 bytes (contract).
+        unsafe { _mm512_storeu_si512(p.cast(), v) }
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut u8, v: __m512i, n: usize) {
+        // SAFETY: AVX-512BW enabled in the caller; the mask covers the `n < 64` writable bytes.
+        unsafe { _mm512_mask_storeu_epi8(p.cast(), (1u64 << n) - 1, v) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: AVX-512BW enabled in the caller.
+        unsafe { _mm512_max_epu8(a, b) }
+    }
+}
+
+/// max_pool2d over NHWC, 64 channels per `vpmaxub` (masked channel tail); 3×3 stride-2
+/// windows take the separable path of [`body::max_pool`].
 ///
 /// # Safety
 ///
