@@ -334,11 +334,20 @@ impl Model {
         }
         let classes = self.meta.num_classes;
         for b in ws.bufs.iter_mut() {
-            ensure(b, plan.max_elems)?;
+            // + 63: room to start the activations on a 64-byte boundary (below).
+            ensure(b, plan.max_elems + 63)?;
         }
         ensure(&mut ws.pooled, batch * WIDTHS[3])?;
         ensure(&mut ws.logits_q, batch * classes)?;
         let isa = self.opts.isa;
+
+        // Every activation starts on a cache line: the epilogues store 64-byte rows and the
+        // residual add and max-pool load them; from a 16-byte-aligned heap block each of those
+        // would split across two lines.
+        let [b0, b1, b2, b3] = ws.bufs.each_mut().map(|v| {
+            let off = v.as_ptr().align_offset(64).min(v.len());
+            &mut v[off..]
+        });
 
         // quant stub: NCHW f32 -> NHWC u8 in one pass
         ops::quantize_u8_nchw_to_nhwc_with_isa(
@@ -349,11 +358,10 @@ impl Model {
             h * w,
             c_in,
             self.quant_q,
-            &mut ws.bufs[0][..n_in],
+            &mut b0[..n_in],
         )?;
-        hook("quant", &ws.bufs[0][..n_in], [batch, h, w, c_in]);
+        hook("quant", &b0[..n_in], [batch, h, w, c_in]);
 
-        let [b0, b1, b2, b3] = &mut ws.bufs;
         let (oh, ow) = self.conv1.conv.output_size(h, w)?;
         run_conv(&self.conv1, &b0[..n_in], batch, h, w, self.quant_q, b1)?;
         let c = WIDTHS[0];
@@ -363,10 +371,10 @@ impl Model {
         hook("maxpool", &b2[..batch * ph * pw * c], [batch, ph, pw, c]);
 
         // Rotate four buffers: x (block input), t1, t2, t3.
-        let mut x: &mut Vec<u8> = b2;
-        let mut t1: &mut Vec<u8> = b0;
-        let mut t2: &mut Vec<u8> = b1;
-        let t3: &mut Vec<u8> = b3;
+        let mut x: &mut [u8] = b2;
+        let mut t1: &mut [u8] = b0;
+        let mut t2: &mut [u8] = b1;
+        let t3: &mut [u8] = b3;
         let (mut xh, mut xw, mut xc, mut xq) = (ph, pw, c, self.conv1.out_q);
         for blk in &self.blocks {
             let n_x = batch * xh * xw * xc;
