@@ -20,11 +20,13 @@ use crate::validate::{check_capacity, check_nonzero, check_qparams_u8, check_wei
 use crate::{Error, Isa, QParams, Result, WeightQParams};
 use aligned_vec::{AVec, ConstAlign};
 use qkernels_kernels::gemm::{
-    GemmKernel, IgemmKernel, a_is_row_major_u8, a7_companion, best_kernel, gemv_companion,
-    igemm_companion,
+    GemmKernel, IgemmKernel, IgemmRequantUkernel, a_is_row_major_u8, a7_companion, best_kernel,
+    gemv_companion, igemm_companion,
 };
 use qkernels_kernels::ops::AddParams;
-use qkernels_kernels::requant::{Epilogue, RequantCols, TileAdd, correct_tile};
+use qkernels_kernels::requant::{
+    Epilogue, RequantCols, Tile64, TileAdd, correct_tile, nan_guard_needed,
+};
 use qkernels_ref::RequantParams;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -203,6 +205,23 @@ static IGEMM_ENABLED: AtomicBool = AtomicBool::new(true);
 #[doc(hidden)]
 pub fn set_igemm_enabled(on: bool) {
     IGEMM_ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether full 64-column IGEMM tiles requantize straight from the microkernel's registers
+/// (`IgemmKernel::ukernel_requant`; default on). A switch for A/B measurements and tests: the
+/// bytes are identical either way. `QKERNELS_FUSED_EPILOGUE=0` turns it off too.
+static FUSED_EPILOGUE: AtomicBool = AtomicBool::new(true);
+
+/// Enables or disables the fused IGEMM epilogue for the whole process (A/B measurements).
+#[doc(hidden)]
+pub fn set_fused_epilogue_enabled(on: bool) {
+    FUSED_EPILOGUE.store(on, Ordering::Relaxed);
+}
+
+fn fused_epilogue_enabled() -> bool {
+    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    FUSED_EPILOGUE.load(Ordering::Relaxed)
+        && *ENV.get_or_init(|| std::env::var("QKERNELS_FUSED_EPILOGUE").map_or(true, |v| v != "0"))
 }
 
 /// A row-major u8 matrix used as `A`.
@@ -1082,8 +1101,9 @@ fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
             out, rq, residual, ..
         } => {
             let base = OutPtr(out.as_mut_ptr());
+            let fused = fused_for(&plan, &rq, residual.as_ref());
             let run_item = |s: &mut Scratch, item: (usize, usize)| {
-                item_u8(&plan, s, item, base, &rq, residual.as_ref());
+                item_u8(&plan, s, item, base, &rq, residual.as_ref(), fused);
             };
             if parallel {
                 items
@@ -1515,6 +1535,7 @@ fn item_u8(
     base: OutPtr<u8>,
     rq: &RequantParams,
     residual: Option<&Residual<'_>>,
+    fused: Option<Fused>,
 ) {
     let kern = plan.kern;
     let (mr, nr) = (kern.mr, kern.nr);
@@ -1528,11 +1549,130 @@ fn item_u8(
     for p in jb * plan.pc..((jb + 1) * plan.pc).min(n_panels) {
         let j0 = p * nr;
         for ip in 0..rows.div_ceil(mr) {
-            let (r, cols) = tile(plan, s, rows, ip, p);
             let (i0, _) = plan.panel(rows, ip);
+            if let Some(f) = fused
+                && tile_fused(plan, s, rq, residual, f, (rows, ip, p), row0, base)
+            {
+                continue;
+            }
+            let (r, cols) = tile(plan, s, rows, ip, p);
             epilogue(plan, s, rq, residual, (row0 + i0, i0, j0), (r, cols), base);
         }
     }
+}
+
+/// The call-wide part of the fused IGEMM epilogue ([`fused_for`]).
+#[derive(Clone, Copy, Debug)]
+struct Fused {
+    kernel: IgemmRequantUkernel,
+    /// Whether the NaN guard runs ([`nan_guard_needed`] over all N columns: decided once per
+    /// call, not per tile).
+    guard: bool,
+}
+
+/// Whether this u8 call runs its full 64-column IGEMM tiles on the fused-epilogue kernel: the
+/// IGEMM path applies, its kernel has a fused entry for 64-column tiles, and the params are
+/// those of its register-resident epilogue ([`Tile64::supports`]: no weight zero point,
+/// requant params in u8 range, an in-range residual add). Other tiles and calls keep the
+/// microkernel → i32 tile → [`epilogue`] path.
+fn fused_for(
+    plan: &Plan<'_>,
+    rq: &RequantParams,
+    residual: Option<&Residual<'_>>,
+) -> Option<Fused> {
+    let (ik, _) = plan.igemm.as_ref()?;
+    let kernel = ik.ukernel_requant?;
+    if ik.gemm.nr != 64 || plan.pw.any_w_zp || !fused_epilogue_enabled() {
+        return None;
+    }
+    let p = RequantCols {
+        col_term: &plan.col_term,
+        w_zp: None,
+        bias: rq.bias_acc.as_deref(),
+        mult: &rq.mult,
+        out_zp: rq.out_zp,
+        qmin: rq.qmin,
+        qmax: rq.qmax,
+    };
+    Tile64::supports(&p, residual.map(|r| &r.params)).then(|| Fused {
+        kernel,
+        guard: nan_guard_needed(&p),
+    })
+}
+
+/// Runs tile `(ip, p)` of the block on the fused-epilogue kernel and writes its u8 output (and
+/// residual add) directly, if it is a full 64-column indirect tile; returns `false` (having
+/// done nothing) otherwise.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn tile_fused(
+    plan: &Plan<'_>,
+    s: &Scratch,
+    rq: &RequantParams,
+    residual: Option<&Residual<'_>>,
+    f: Fused,
+    (rows, ip, p): (usize, usize, usize),
+    row0: usize,
+    base: OutPtr<u8>,
+) -> bool {
+    const NR: usize = 64;
+    let (PanelAt::Indirect(off), Some((ik, ind))) = (s.panels[ip], &plan.igemm) else {
+        return false;
+    };
+    let j0 = p * NR;
+    if plan.pw.n < j0 + NR {
+        return false;
+    }
+    let mr = plan.kern.mr;
+    debug_assert_eq!((ik.gemm.mr, ik.gemm.nr), (mr, NR));
+    let (i0, r) = plan.panel(rows, ip);
+    let row = row0 + i0;
+    let flat0 = row * plan.ldc + j0;
+    let ep = Tile64 {
+        cols: RequantCols {
+            col_term: &plan.col_term[j0..j0 + NR],
+            w_zp: None,
+            bias: rq.bias_acc.as_ref().map(|b| &b[j0..j0 + NR]),
+            mult: &rq.mult[j0..j0 + NR],
+            out_zp: rq.out_zp,
+            qmin: rq.qmin,
+            qmax: rq.qmax,
+        },
+        guard: f.guard,
+        add: residual.map(|res| {
+            let skip = &res.skip[row * res.ldskip + j0..];
+            assert!(skip.len() >= (r - 1) * res.ldskip + NR);
+            TileAdd {
+                skip,
+                ldskip: res.ldskip,
+                params: &res.params,
+                vec_len: res.tail_from.saturating_sub(flat0),
+            }
+        }),
+    };
+    let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
+    let taps = ind.taps();
+    let ptrs = &s.ind[off..off + taps * mr];
+    // SAFETY: the indirection array, `ic`, K and the B panel as in `tile`; `1 ≤ r ≤ MR`; the
+    // kernel's NR is 64 (checked by `fused_for`). `ep`: 64-column slices of the call's
+    // constants, params accepted by `Tile64::supports` (`fused_for`), `guard` from
+    // `nan_guard_needed` over all N columns, skip rows asserted above. Output rows `row ..
+    // row + r` × columns `j0 .. j0 + 64` (≤ N ≤ ldc) are inside the output validated by
+    // `check_out` and belong to this work item only; the skip is a shared borrow distinct from
+    // the exclusively borrowed output, so they cannot overlap. The ISA was checked at pack time.
+    unsafe {
+        (f.kernel)(
+            taps,
+            ind.ic,
+            ptrs.as_ptr(),
+            bp.as_ptr(),
+            r,
+            &ep,
+            base.0.add(flat0),
+            plan.ldc,
+        )
+    };
+    true
 }
 
 /// The epilogue of one `r × cols` tile in `s.tile` (the driver's one entry point per tile):

@@ -210,6 +210,31 @@ pub type IgemmUkernel = unsafe fn(
     nr: usize,
 );
 
+/// Indirect microkernel with the u8 epilogue fused: the [`IgemmUkernel`] contract for a full
+/// `mr × 64` tile (`NR = 64`), but instead of storing i32 accumulators it requantizes them
+/// straight from registers (and applies the fused residual add, if any) into
+/// `out[i·ldc + j]`, `i < mr`, `j < 64`: the bytes of `requant::Epilogue::requant_tile_raw` /
+/// `requant_add_tile_raw` on the stored tile.
+///
+/// # Safety
+///
+/// * `taps`, `ic`, `ind`, `b` as in [`IgemmUkernel`]; `1 ≤ mr ≤ MR`, the kernel's `NR` is 64;
+/// * `ep` satisfies the field contracts of [`crate::requant::Tile64`] (in particular
+///   [`crate::requant::Tile64::supports`] its params, and its skip rows cover `mr × 64`);
+/// * `out` is valid for writes of `out[i·ldc + j]` for `i < mr`, `j < 64` (`ldc ≥ 64`), no live
+///   reference covers those bytes and the skip rows do not overlap them;
+/// * the CPU supports the kernel's ISA.
+pub type IgemmRequantUkernel = unsafe fn(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    b: *const u8,
+    mr: usize,
+    ep: &crate::requant::Tile64<'_>,
+    out: *mut u8,
+    ldc: usize,
+);
+
 /// One indirect-conv microkernel and the GEMM kernel whose packed B (and tile, ISA,
 /// accumulation) it shares.
 #[derive(Clone, Copy, Debug)]
@@ -219,6 +244,8 @@ pub struct IgemmKernel {
     /// The GEMM kernel with the same `mr`, `nr`, `kr`, ISA and packed B.
     pub gemm: &'static GemmKernel,
     pub ukernel: IgemmUkernel,
+    /// The same kernel with the u8 epilogue of full 64-column tiles fused, if it has one.
+    pub ukernel_requant: Option<IgemmRequantUkernel>,
 }
 
 /// Every indirect-conv kernel compiled into this build (tests and benches iterate this list).

@@ -25,6 +25,8 @@ use std::arch::x86_64::*;
 use super::x86_pack::{pack_a_rows_u8, rows_u8_panel_bytes};
 use super::{GemmKernel, IgemmKernel, ckr_panel_bytes, pack_b_ckr};
 use crate::isa::Isa;
+#[cfg(target_arch = "x86_64")]
+use crate::requant::{Tile64, requant_acc64};
 
 /// Writes (or adds) one row of `NV` zmm accumulators to `c[0..nr]` with masked stores.
 ///
@@ -562,6 +564,31 @@ unsafe fn zmm_indirect_rows<const MR: usize, const R: usize, const NV: usize>(
     nr: usize,
 ) {
     debug_assert!(R <= MR && mr <= R);
+    // SAFETY: the caller's contract.
+    let acc = unsafe { zmm_indirect_acc::<MR, R, NV>(taps, ic, ind, b) };
+    for (i, row) in acc.iter().enumerate().take(mr) {
+        // SAFETY: row `i < mr` of the caller's tile holds `nr` writable i32.
+        unsafe { store_row(row, c.add(i * rs_c), nr, false) };
+    }
+}
+
+/// The K loop of the indirect kernels: the `R × 16·NV` accumulators of rows `0..R` (pointers
+/// `ind[t·MR + i]`, `i < R ≤ MR`) over all taps, in registers. The storing
+/// ([`zmm_indirect_rows`]) and the requantizing ([`zmm_indirect_requant_tile`]) entry points are
+/// built on it.
+///
+/// # Safety
+/// As [`ukernel_zmm_indirect`] (the `ind`, `ic`, `b` parts); only called from AVX-512 VNNI
+/// `#[target_feature]` kernels.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn zmm_indirect_acc<const MR: usize, const R: usize, const NV: usize>(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    b: *const u8,
+) -> [[__m512i; NV]; R] {
+    debug_assert!(R <= MR);
     // SAFETY: value-only intrinsic; ISA support is the caller's contract.
     let mut acc = [[unsafe { _mm512_setzero_si512() }; NV]; R];
     let mut pb = b;
@@ -593,9 +620,73 @@ unsafe fn zmm_indirect_rows<const MR: usize, const R: usize, const NV: usize>(
             pb = unsafe { pb.add(64 * NV) };
         }
     }
-    for (i, row) in acc.iter().enumerate().take(mr) {
-        // SAFETY: row `i < mr` of the caller's tile holds `nr` writable i32.
-        unsafe { store_row(row, c.add(i * rs_c), nr, false) };
+    acc
+}
+
+/// AVX-512 VNNI indirect microkernel with the u8 epilogue fused (see
+/// [`super::IgemmRequantUkernel`]): the accumulators of a full `MR × 64` tile (`nr = 64`) are
+/// requantized — and added to the residual, if any — straight from registers by the tile
+/// epilogue's own code (`requant::requant_acc64`), with no i32 tile in memory.
+///
+/// # Safety
+/// See [`super::IgemmRequantUkernel`]; the CPU supports AVX-512 F/BW/VL/VNNI (and FMA, implied
+/// by [`Isa::Avx512Vnni`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn ukernel_zmm_indirect_requant<const MR: usize>(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    b: *const u8,
+    mr: usize,
+    ep: &Tile64<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
+    debug_assert!(ic.is_multiple_of(4) && ic > 0 && taps > 0);
+    debug_assert!((1..=MR).contains(&mr) && ldc >= 64);
+    debug_assert!(
+        ep.add
+            .is_none_or(|a| mr == 0 || a.skip.len() >= (mr - 1) * a.ldskip + 64)
+    );
+    // SAFETY: `R ≤ mr ≤ MR` rows' pointers are read and rows stored (the caller's contract
+    // covers MR); this function runs with AVX-512 F/BW/VL/VNNI + FMA.
+    unsafe {
+        match mr {
+            1 => zmm_indirect_requant_tile::<MR, 1>(taps, ic, ind, b, 1, ep, out, ldc),
+            2 => zmm_indirect_requant_tile::<MR, 2>(taps, ic, ind, b, 2, ep, out, ldc),
+            3 => zmm_indirect_requant_tile::<MR, 3>(taps, ic, ind, b, 3, ep, out, ldc),
+            4 => zmm_indirect_requant_tile::<MR, 4>(taps, ic, ind, b, 4, ep, out, ldc),
+            5 => zmm_indirect_requant_tile::<MR, 5>(taps, ic, ind, b, 5, ep, out, ldc),
+            _ => zmm_indirect_requant_tile::<MR, MR>(taps, ic, ind, b, mr, ep, out, ldc),
+        }
+    }
+}
+
+/// One instantiation of [`ukernel_zmm_indirect_requant`] (`R` rows, 64 columns), out of line
+/// (see [`zmm_tile`]).
+///
+/// # Safety
+/// As [`ukernel_zmm_indirect_requant`], `R ≤ MR`, `mr ≤ R`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn zmm_indirect_requant_tile<const MR: usize, const R: usize>(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    b: *const u8,
+    mr: usize,
+    ep: &Tile64<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
+    // SAFETY: the caller's contract; features enabled here.
+    unsafe {
+        let acc = zmm_indirect_acc::<MR, R, 4>(taps, ic, ind, b);
+        requant_acc64::<R>(&acc, mr, ep, out, ldc);
     }
 }
 
@@ -606,4 +697,5 @@ pub static U8S8S32_IGEMM_AVX512VNNI_6X64C4: IgemmKernel = IgemmKernel {
     name: "u8s8s32_igemm_avx512vnni_6x64c4",
     gemm: &U8S8S32_GEMM_AVX512VNNI_6X64C4,
     ukernel: ukernel_zmm_indirect::<6, 4>,
+    ukernel_requant: Some(ukernel_zmm_indirect_requant::<6>),
 };
