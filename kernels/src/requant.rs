@@ -562,18 +562,25 @@ struct Cols64 {
 unsafe fn load_cols64(p: &RequantCols<'_>, check: bool) -> (Cols64, bool) {
     // SAFETY: per this fn's contract: lanes `0..64` are inside every column slice.
     unsafe {
-        let li = |s: *const i32| -> [__m512i; 4] {
-            std::array::from_fn(|c| _mm512_loadu_si512(s.add(16 * c) as *const __m512i))
+        // Plain loops, no closures (see `requant64_vec`).
+        let zero_i = _mm512_setzero_si512();
+        let zero_f = _mm512_setzero_ps();
+        let mut k = Cols64 {
+            col_term: [zero_i; 4],
+            w_zp: p.w_zp.map(|_| [zero_i; 4]),
+            bias: p.bias.map(|_| [zero_f; 4]),
+            mult: [zero_f; 4],
         };
-        let lf = |s: *const f32| -> [__m512; 4] {
-            std::array::from_fn(|c| _mm512_loadu_ps(s.add(16 * c)))
-        };
-        let k = Cols64 {
-            col_term: li(p.col_term.as_ptr()),
-            w_zp: p.w_zp.map(|z| li(z.as_ptr())),
-            bias: p.bias.map(|b| lf(b.as_ptr())),
-            mult: lf(p.mult.as_ptr()),
-        };
+        for c in 0..4 {
+            k.col_term[c] = _mm512_loadu_si512(p.col_term.as_ptr().add(16 * c) as *const __m512i);
+            k.mult[c] = _mm512_loadu_ps(p.mult.as_ptr().add(16 * c));
+            if let (Some(d), Some(z)) = (k.w_zp.as_mut(), p.w_zp) {
+                d[c] = _mm512_loadu_si512(z.as_ptr().add(16 * c) as *const __m512i);
+            }
+            if let (Some(d), Some(b)) = (k.bias.as_mut(), p.bias) {
+                d[c] = _mm512_loadu_ps(b.as_ptr().add(16 * c));
+            }
+        }
         // Lanes that may produce NaN: `mult` not finite (NaN or ±inf: `|mult| ≥ inf` or
         // unordered), or `bias` NaN or `|bias| > 2^126`.
         if !check {
@@ -617,6 +624,24 @@ unsafe fn product64<const GUARD: bool>(k: &Cols64, acc: __m512i, c: usize, rs: _
         } else {
             y
         }
+    }
+}
+
+/// The 64 i32 of one stored tile row as the four accumulator vectors [`requant64`] takes.
+///
+/// # Safety
+/// AVX-512F enabled in the caller; `src` readable for 64 i32.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn load_row64(src: *const i32) -> [__m512i; 4] {
+    // SAFETY: per this fn's contract.
+    unsafe {
+        [
+            _mm512_loadu_si512(src as *const __m512i),
+            _mm512_loadu_si512(src.add(16) as *const __m512i),
+            _mm512_loadu_si512(src.add(32) as *const __m512i),
+            _mm512_loadu_si512(src.add(48) as *const __m512i),
+        ]
     }
 }
 
@@ -670,18 +695,40 @@ unsafe fn requant64<const GUARD: bool>(
 ) -> __m512i {
     // SAFETY: value-only intrinsics; AVX-512 F/BW is the caller's contract.
     unsafe {
-        let v = |c: usize| -> __m512i {
-            let y = product64::<GUARD>(k, acc[c], c, rs);
-            // `min(hi, y)`, not `min(y, hi)`: `vminps` returns its second operand when one
-            // is NaN, so a NaN `y` stays NaN (see the doc of `requant_tile64_avx512`).
-            _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm512_min_ps(o.hi, y),
-            )
-        };
-        let w01 = _mm512_add_epi16(_mm512_packs_epi32(v(0), v(1)), o.zp16);
-        let w23 = _mm512_add_epi16(_mm512_packs_epi32(v(2), v(3)), o.zp16);
+        let v0 = requant64_vec::<GUARD>(k, o, acc, 0, rs);
+        let v1 = requant64_vec::<GUARD>(k, o, acc, 1, rs);
+        let v2 = requant64_vec::<GUARD>(k, o, acc, 2, rs);
+        let v3 = requant64_vec::<GUARD>(k, o, acc, 3, rs);
+        let w01 = _mm512_add_epi16(_mm512_packs_epi32(v0, v1), o.zp16);
+        let w23 = _mm512_add_epi16(_mm512_packs_epi32(v2, v3), o.zp16);
         let b = _mm512_permutexvar_epi32(o.perm, _mm512_packus_epi16(w01, w23));
         _mm512_max_epu8(b, o.qmin8)
+    }
+}
+
+/// Vector `c` of [`requant64`]: `cvt_rne(min(hi, y))` (i32, zero point not yet added). A
+/// function, not a closure: helpers without `#[target_feature]` must not hold closures, which
+/// do not inherit the caller's features and then call the intrinsics out of line.
+///
+/// # Safety
+/// As [`requant64`]; `c < 4`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn requant64_vec<const GUARD: bool>(
+    k: &Cols64,
+    o: &Out64,
+    acc: &[__m512i; 4],
+    c: usize,
+    rs: __m512i,
+) -> __m512i {
+    // SAFETY: value-only intrinsics; AVX-512F is the caller's contract.
+    unsafe {
+        let y = product64::<GUARD>(k, acc[c], c, rs);
+        // `min(hi, y)`, not `min(y, hi)`: `vminps` returns its second operand when one is NaN,
+        // so a NaN `y` stays NaN (see the doc of `requant_tile64_avx512`).
+        _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_min_ps(o.hi, y),
+        )
     }
 }
 
@@ -764,8 +811,7 @@ unsafe fn requant_rows64<const GUARD: bool>(
         // caller's output holds 64 bytes (contract); params in u8 range and `GUARD` per this
         // fn's contract.
         unsafe {
-            let acc: [__m512i; 4] =
-                std::array::from_fn(|c| _mm512_loadu_si512(src.add(16 * c) as *const __m512i));
+            let acc = load_row64(src);
             let b = requant64::<GUARD>(k, &o, &acc, rs);
             _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, b);
         }
@@ -1040,8 +1086,7 @@ unsafe fn requant_add_rows_avx512<const IN_RANGE: bool, const RELU: bool>(
             // SAFETY: columns `0..64` are inside the row of `tile`, `skip` (sliced above to
             // `cols = 64`) and `out`; the add's params are in range and `RELU` is theirs.
             unsafe {
-                let acc: [__m512i; 4] =
-                    std::array::from_fn(|c| _mm512_loadu_si512(src.add(16 * c) as *const __m512i));
+                let acc = load_row64(src);
                 let b = requant_add64::<RELU>(k64, a64, &acc, rs, skip.as_ptr());
                 _mm512_storeu_si512(dst as *mut __m512i, b);
             }
@@ -1135,22 +1180,43 @@ unsafe fn requant_add64<const RELU: bool>(
     rs: __m512i,
     skip: *const u8,
 ) -> __m512i {
-    use crate::ops::x86_avx512 as ops;
     // SAFETY: per this fn's contract.
     unsafe {
-        let one = |c: usize| {
-            let y = product64::<true>(k, acc[c], c, rs);
-            let y = _mm512_min_ps(_mm512_max_ps(y, a.lo), a.hi);
-            let rounded =
-                _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
-            let fa = _mm512_add_ps(rounded, a.zpf);
-            let sb = _mm_loadu_si128(skip.add(16 * c) as *const __m128i);
-            let fb = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sb));
-            ops::add_lanes_in_range_i32::<RELU>(fa, fb, &a.k)
-        };
-        let w01 = _mm512_adds_epi16(_mm512_packs_epi32(one(0), one(1)), a.add_zp16);
-        let w23 = _mm512_adds_epi16(_mm512_packs_epi32(one(2), one(3)), a.add_zp16);
+        let r0 = requant_add64_vec::<RELU>(k, a, acc, 0, rs, skip);
+        let r1 = requant_add64_vec::<RELU>(k, a, acc, 1, rs, skip);
+        let r2 = requant_add64_vec::<RELU>(k, a, acc, 2, rs, skip);
+        let r3 = requant_add64_vec::<RELU>(k, a, acc, 3, rs, skip);
+        let w01 = _mm512_adds_epi16(_mm512_packs_epi32(r0, r1), a.add_zp16);
+        let w23 = _mm512_adds_epi16(_mm512_packs_epi32(r2, r3), a.add_zp16);
         _mm512_permutexvar_epi32(a.perm, _mm512_packus_epi16(w01, w23))
+    }
+}
+
+/// Vector `c` of [`requant_add64`]: the add's rounded i32 quotient (zero point not yet added).
+/// A function, not a closure (see [`requant64_vec`]).
+///
+/// # Safety
+/// As [`requant_add64`]; `c < 4`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn requant_add64_vec<const RELU: bool>(
+    k: &Cols64,
+    a: &Add64,
+    acc: &[__m512i; 4],
+    c: usize,
+    rs: __m512i,
+    skip: *const u8,
+) -> __m512i {
+    use crate::ops::x86_avx512 as ops;
+    // SAFETY: per this fn's contract (`skip + 16c` readable for 16 bytes).
+    unsafe {
+        let y = product64::<true>(k, acc[c], c, rs);
+        let y = _mm512_min_ps(_mm512_max_ps(y, a.lo), a.hi);
+        let rounded = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+        let fa = _mm512_add_ps(rounded, a.zpf);
+        let sb = _mm_loadu_si128(skip.add(16 * c) as *const __m128i);
+        let fb = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sb));
+        ops::add_lanes_in_range_i32::<RELU>(fa, fb, &a.k)
     }
 }
 
