@@ -1220,28 +1220,73 @@ unsafe fn requant_add64_vec<const RELU: bool>(
     }
 }
 
-/// The fused 64-column epilogue ([`Tile64`]) of a microkernel's accumulators: rows `0..mr`
+/// Runs `$body` with `$i` bound to each row index and `$a` to that row of `$acc` (an array of
+/// at most 8 rows), unrolled with constant indices: the rows stay in registers (a loop that
+/// LLVM does not unroll indexes the array in memory), and no closure is involved (closures in
+/// helpers without `#[target_feature]` call the intrinsics out of line).
+#[cfg(target_arch = "x86_64")]
+macro_rules! unrolled_rows {
+    ($acc:expr, |$i:ident, $a:ident| $body:block) => {{
+        debug_assert!($acc.len() <= 8);
+        if let Some($a) = $acc.get(0) {
+            let $i = 0usize;
+            $body
+        }
+        if let Some($a) = $acc.get(1) {
+            let $i = 1usize;
+            $body
+        }
+        if let Some($a) = $acc.get(2) {
+            let $i = 2usize;
+            $body
+        }
+        if let Some($a) = $acc.get(3) {
+            let $i = 3usize;
+            $body
+        }
+        if let Some($a) = $acc.get(4) {
+            let $i = 4usize;
+            $body
+        }
+        if let Some($a) = $acc.get(5) {
+            let $i = 5usize;
+            $body
+        }
+        if let Some($a) = $acc.get(6) {
+            let $i = 6usize;
+            $body
+        }
+        if let Some($a) = $acc.get(7) {
+            let $i = 7usize;
+            $body
+        }
+    }};
+}
+
+/// The fused 64-column epilogue ([`Tile64`]) of a microkernel's accumulators: the `R ≤ 8` rows
 /// of `acc` (four vectors of 16 columns each, in column order) are requantized — and added to
 /// their skip rows — and stored as `out[i·ldc .. + 64]`, with exactly the code of the tile
-/// epilogue ([`requant64`], [`requant_add64`]); a row reaching the add's scalar-formula tail is
-/// requantized, then added in place by the add kernel with its local split, as there.
+/// epilogue ([`requant64`], [`requant_add64`]), straight from registers. A tile that reaches
+/// the add's scalar-formula tail of the tensor (`vec_len` inside it: never in ResNet, whose
+/// tensors are multiples of 64 elements) is stored as an i32 tile and goes through the tile
+/// epilogue itself ([`requant_add_tile_avx512`]).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL + FMA enabled in the caller; `t` satisfies [`Tile64`]'s field contracts
-/// (checked by `debug_assert!`); `out` is valid for writes of `out[i·ldc + j]`, `i < mr`,
-/// `j < 64`, nothing else references those bytes and the skip rows do not overlap them;
-/// `mr ≤ R`.
+/// (checked by `debug_assert!`; the skip length by `assert!`); `out` is valid for writes of
+/// `out[i·ldc + j]`, `i < R`, `j < 64`, nothing else references those bytes and the skip rows
+/// do not overlap them.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) unsafe fn requant_acc64<const R: usize>(
     acc: &[[__m512i; 4]; R],
-    mr: usize,
     t: &Tile64<'_>,
     out: *mut u8,
     ldc: usize,
 ) {
     let p = &t.cols;
-    debug_assert!(mr <= R && Tile64::supports(p, t.add.as_ref().map(|a| a.params)));
+    debug_assert!((1..=8).contains(&R) && ldc >= 64);
+    debug_assert!(Tile64::supports(p, t.add.as_ref().map(|a| a.params)));
     debug_assert!(p.col_term.len() >= 64 && p.mult.len() >= 64);
     debug_assert!(p.bias.is_none_or(|b| b.len() >= 64));
     debug_assert!(
@@ -1254,70 +1299,77 @@ pub(crate) unsafe fn requant_acc64<const R: usize>(
             })
     );
     // SAFETY: per this fn's contract: the column slices hold ≥ 64 elements, params are in range,
-    // `out` rows `i < mr` hold 64 writable bytes; the skip rows are bounds-checked slices.
+    // `out` rows `i < R` hold 64 writable bytes; skip rows checked below.
     unsafe {
         let (k, _) = load_cols64(p, false);
         let rs = _mm512_setzero_si512();
-        match &t.add {
-            None => {
-                let o = Out64::new(p.out_zp, p.qmin, p.qmax);
-                for (i, a) in acc.iter().enumerate().take(mr) {
-                    let b = if t.guard {
-                        requant64::<true>(&k, &o, a, rs)
-                    } else {
-                        requant64::<false>(&k, &o, a, rs)
-                    };
+        let Some(add) = &t.add else {
+            let o = Out64::new(p.out_zp, p.qmin, p.qmax);
+            if t.guard {
+                unrolled_rows!(acc, |i, a| {
+                    let b = requant64::<true>(&k, &o, a, rs);
                     _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, b);
-                }
+                });
+            } else {
+                unrolled_rows!(acc, |i, a| {
+                    let b = requant64::<false>(&k, &o, a, rs);
+                    _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, b);
+                });
             }
-            Some(add) => {
-                if add.params.relu {
-                    requant_add_acc64::<R, true>(&k, acc, mr, t, add, out, ldc)
-                } else {
-                    requant_add_acc64::<R, false>(&k, acc, mr, t, add, out, ldc)
-                }
-            }
+            return;
+        };
+        assert!(add.skip.len() >= (R - 1) * add.ldskip + 64);
+        if add.vec_len < (R - 1) * ldc + 64 {
+            requant_add_acc64_split(*acc, t, add, out, ldc);
+        } else if add.params.relu {
+            let a64 = Add64::new(p, add.params);
+            unrolled_rows!(acc, |i, a| {
+                let skip = add.skip.as_ptr().add(i * add.ldskip);
+                let b = requant_add64::<true>(&k, &a64, a, rs, skip);
+                _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, b);
+            });
+        } else {
+            let a64 = Add64::new(p, add.params);
+            unrolled_rows!(acc, |i, a| {
+                let skip = add.skip.as_ptr().add(i * add.ldskip);
+                let b = requant_add64::<false>(&k, &a64, a, rs, skip);
+                _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, b);
+            });
         }
     }
 }
 
-/// The residual-add half of [`requant_acc64`], with the add's ReLU resolved at compile time.
+/// The rare half of [`requant_acc64`]: a tile reaching the add's scalar-formula tail is stored
+/// as an i32 tile and runs the tile epilogue ([`requant_add_tile_avx512`]), so its rows get
+/// exactly the unfused treatment (requantize, then add in place with the row's split). Out of
+/// line and on a copy of the accumulators (passed by value), so the caller's stay in registers.
 ///
 /// # Safety
-/// As [`requant_acc64`] with `t.add == Some(add)`, `RELU == add.params.relu`, `k` loaded from
-/// `t.cols`.
+/// As [`requant_acc64`] with `t.add == Some(add)`, skip rows checked.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn requant_add_acc64<const R: usize, const RELU: bool>(
-    k: &Cols64,
-    acc: &[[__m512i; 4]; R],
-    mr: usize,
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+#[inline(never)]
+#[cold]
+unsafe fn requant_add_acc64_split<const R: usize>(
+    acc: [[__m512i; 4]; R],
     t: &Tile64<'_>,
     add: &TileAdd<'_>,
     out: *mut u8,
     ldc: usize,
 ) {
-    // SAFETY: per this fn's contract.
-    unsafe {
-        let a64 = Add64::new(&t.cols, add.params);
-        let rs = _mm512_setzero_si512();
-        for (i, a) in acc.iter().enumerate().take(mr) {
-            let skip = &add.skip[i * add.ldskip..][..64];
-            let dst = out.add(i * ldc);
-            let row_vec = add.vec_len.saturating_sub(i * ldc);
-            if row_vec < 64 {
-                // The tensor's scalar-formula tail: requantize, then add in place with the
-                // row's split (as `requant_add_rows_avx512`).
-                let o = Out64::new(t.cols.out_zp, t.cols.qmin, t.cols.qmax);
-                _mm512_storeu_si512(dst as *mut __m512i, requant64::<true>(k, &o, a, rs));
-                let row = std::slice::from_raw_parts_mut(dst, 64);
-                crate::ops::x86_avx512::add_u8_inplace(row, skip, add.params, row_vec);
-                continue;
-            }
-            let b = requant_add64::<RELU>(k, &a64, a, rs, skip.as_ptr());
-            _mm512_storeu_si512(dst as *mut __m512i, b);
+    let mut tile = [0i32; 8 * 64];
+    for (i, row) in acc.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            // SAFETY: row `i < R ≤ 8`, vector `c < 4`: inside `tile`.
+            unsafe {
+                _mm512_storeu_si512(tile.as_mut_ptr().add(64 * i + 16 * c) as *mut __m512i, *v)
+            };
         }
     }
+    // SAFETY: `tile` holds R rows of 64 i32; the column slices hold ≥ 64 elements, params in
+    // range (`Tile64`'s contract); `out` and the skip rows per this fn's contract; features
+    // enabled here.
+    unsafe { requant_add_tile_avx512(&tile, 64, R, 64, &[0; 8], &t.cols, add, out, ldc) }
 }
 
 /// AVX2 requantize + residual add ([`Epilogue::requant_add_tile_raw`]), 8 columns per vector

@@ -683,10 +683,11 @@ unsafe fn zmm_indirect_requant_tile<const MR: usize, const R: usize>(
     out: *mut u8,
     ldc: usize,
 ) {
+    debug_assert_eq!(mr, R);
     // SAFETY: the caller's contract; features enabled here.
     unsafe {
         let acc = zmm_indirect_acc::<MR, R, 4>(taps, ic, ind, b);
-        requant_acc64::<R>(&acc, mr, ep, out, ldc);
+        requant_acc64::<R>(&acc, ep, out, ldc);
     }
 }
 
