@@ -20,8 +20,8 @@ use crate::validate::{check_capacity, check_nonzero, check_qparams_u8, check_wei
 use crate::{Error, Isa, QParams, Result, WeightQParams};
 use aligned_vec::{AVec, ConstAlign};
 use qkernels_kernels::gemm::{
-    GemmKernel, IgemmKernel, IgemmRequantUkernel, a_is_row_major_u8, a7_companion, best_kernel,
-    gemv_companion, igemm_companion,
+    GemmKernel, GemmRequantUkernel, IgemmKernel, IgemmRequantUkernel, a_is_row_major_u8,
+    a7_companion, best_kernel, gemv_companion, igemm_companion,
 };
 use qkernels_kernels::ops::AddParams;
 use qkernels_kernels::requant::{
@@ -1561,28 +1561,35 @@ fn item_u8(
     }
 }
 
-/// The call-wide part of the fused IGEMM epilogue ([`fused_for`]).
+/// The call-wide part of the fused epilogue ([`fused_for`]).
 #[derive(Clone, Copy, Debug)]
 struct Fused {
-    kernel: IgemmRequantUkernel,
+    /// The indirect kernel's fused entry, on the IGEMM path.
+    igemm: Option<IgemmRequantUkernel>,
+    /// The GEMM kernel's fused entry, for packed and in-place A panels.
+    gemm: Option<GemmRequantUkernel>,
     /// Whether the NaN guard runs ([`nan_guard_needed`] over all N columns: decided once per
     /// call, not per tile).
     guard: bool,
 }
 
-/// Whether this u8 call runs its full 64-column IGEMM tiles on the fused-epilogue kernel: the
-/// IGEMM path applies, its kernel has a fused entry for 64-column tiles, and the params are
-/// those of its register-resident epilogue ([`Tile64::supports`]: no weight zero point,
-/// requant params in u8 range, an in-range residual add). Other tiles and calls keep the
-/// microkernel → i32 tile → [`epilogue`] path.
+/// Whether this u8 call runs its full 64-column tiles on a fused-epilogue kernel (the
+/// microkernel requantizes its accumulators straight from registers): the kernel (or its IGEMM
+/// companion, on that path) has such an entry for 64-column tiles, and the params are those of
+/// its register-resident epilogue ([`Tile64::supports`]: no weight zero point, requant params
+/// in u8 range, an in-range residual add). Other tiles and calls keep the microkernel → i32
+/// tile → [`epilogue`] path.
 fn fused_for(
     plan: &Plan<'_>,
     rq: &RequantParams,
     residual: Option<&Residual<'_>>,
 ) -> Option<Fused> {
-    let (ik, _) = plan.igemm.as_ref()?;
-    let kernel = ik.ukernel_requant?;
-    if ik.gemm.nr != 64 || plan.pw.any_w_zp || !fused_epilogue_enabled() {
+    if plan.kern.nr != 64 || plan.pw.any_w_zp || !fused_epilogue_enabled() {
+        return None;
+    }
+    let igemm = plan.igemm.as_ref().and_then(|(ik, _)| ik.ukernel_requant);
+    let gemm = plan.kern.ukernel_requant;
+    if igemm.is_none() && gemm.is_none() {
         return None;
     }
     let p = RequantCols {
@@ -1595,14 +1602,15 @@ fn fused_for(
         qmax: rq.qmax,
     };
     Tile64::supports(&p, residual.map(|r| &r.params)).then(|| Fused {
-        kernel,
+        igemm,
+        gemm,
         guard: nan_guard_needed(&p),
     })
 }
 
-/// Runs tile `(ip, p)` of the block on the fused-epilogue kernel and writes its u8 output (and
-/// residual add) directly, if it is a full 64-column indirect tile; returns `false` (having
-/// done nothing) otherwise.
+/// Runs tile `(ip, p)` of the block on a fused-epilogue kernel and writes its u8 output (and
+/// residual add) directly, if it is a full 64-column tile of an indirect panel or of a packed
+/// or in-place panel of the main kernel; returns `false` (having done nothing) otherwise.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 fn tile_fused(
@@ -1616,15 +1624,33 @@ fn tile_fused(
     base: OutPtr<u8>,
 ) -> bool {
     const NR: usize = 64;
-    let (PanelAt::Indirect(off), Some((ik, ind))) = (s.panels[ip], &plan.igemm) else {
-        return false;
-    };
     let j0 = p * NR;
     if plan.pw.n < j0 + NR {
         return false;
     }
-    let mr = plan.kern.mr;
-    debug_assert_eq!((ik.gemm.mr, ik.gemm.nr), (mr, NR));
+    let kern = plan.kern;
+    debug_assert_eq!(kern.nr, NR);
+    let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
+    // The A side: an indirection array, or a panel in `kern`'s layout.
+    enum A<'a> {
+        Ind(IgemmRequantUkernel, usize, usize, &'a [*const u8]),
+        Panel(GemmRequantUkernel, &'a [u8]),
+    }
+    let a = match (s.panels[ip], &plan.igemm, f.igemm, f.gemm) {
+        (PanelAt::Indirect(off), Some((_, ind)), Some(k), _) => {
+            let taps = ind.taps();
+            A::Ind(k, taps, ind.ic, &s.ind[off..off + taps * kern.mr])
+        }
+        (PanelAt::Packed(off), _, _, Some(k)) => A::Panel(k, &s.packed_a[off..off + plan.a_panel]),
+        (PanelAt::Source(off), _, _, Some(k)) => {
+            let (data, _) = plan
+                .a
+                .as_matrix()
+                .expect("in-place panels come from a matrix");
+            A::Panel(k, &data[off..off + plan.a_panel])
+        }
+        _ => return false,
+    };
     let (i0, r) = plan.panel(rows, ip);
     let row = row0 + i0;
     let flat0 = row * plan.ldc + j0;
@@ -1650,27 +1676,26 @@ fn tile_fused(
             }
         }),
     };
-    let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
-    let taps = ind.taps();
-    let ptrs = &s.ind[off..off + taps * mr];
-    // SAFETY: the indirection array, `ic`, K and the B panel as in `tile`; `1 ≤ r ≤ MR`; the
-    // kernel's NR is 64 (checked by `fused_for`). `ep`: 64-column slices of the call's
-    // constants, params accepted by `Tile64::supports` (`fused_for`), `guard` from
-    // `nan_guard_needed` over all N columns, skip rows asserted above. Output rows `row ..
-    // row + r` × columns `j0 .. j0 + 64` (≤ N ≤ ldc) are inside the output validated by
-    // `check_out` and belong to this work item only; the skip is a shared borrow distinct from
-    // the exclusively borrowed output, so they cannot overlap. The ISA was checked at pack time.
+    // SAFETY: `ep`: 64-column slices of the call's constants, params accepted by
+    // `Tile64::supports` (`fused_for`), `guard` from `nan_guard_needed` over all N columns, skip
+    // rows asserted above. Output rows `row .. row + r` × columns `j0 .. j0 + 64` (≤ N ≤ ldc)
+    // are inside the output validated by `check_out` and belong to this work item only; the skip
+    // is a shared borrow distinct from the exclusively borrowed output, so they cannot overlap.
+    // `1 ≤ r ≤ MR`; the kernels' NR is 64 (checked by `fused_for`); the ISA was checked at pack
+    // time. The A and B operands are exactly those `tile` passes to the unfused kernels (same
+    // contracts: indirection arrays, `ic`, K and the B panel for the indirect kernel; whole
+    // panels of `kern`'s layouts for K = `pw.k`, `kc` rounded to its KR, for the GEMM kernel).
     unsafe {
-        (f.kernel)(
-            taps,
-            ind.ic,
-            ptrs.as_ptr(),
-            bp.as_ptr(),
-            r,
-            &ep,
-            base.0.add(flat0),
-            plan.ldc,
-        )
+        let out = base.0.add(flat0);
+        match a {
+            A::Ind(k, taps, ic, ptrs) => {
+                k(taps, ic, ptrs.as_ptr(), bp.as_ptr(), r, &ep, out, plan.ldc)
+            }
+            A::Panel(k, ap) => {
+                debug_assert_eq!(ap.len(), (kern.a_panel_bytes)(plan.pw.k));
+                k(plan.kp, ap.as_ptr(), bp.as_ptr(), r, &ep, out, plan.ldc)
+            }
+        }
     };
     true
 }

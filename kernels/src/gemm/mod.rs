@@ -67,6 +67,27 @@ pub type GemmUkernel = unsafe fn(
     accumulate: bool,
 );
 
+/// Microkernel with the u8 epilogue fused: the [`GemmUkernel`] contract for a full `mr × 64`
+/// tile (`NR = 64`, not accumulating), but the i32 accumulators are requantized straight from
+/// registers (with the fused residual add, if any) into `out[i·ldc + j]`, `i < mr`, `j < 64`:
+/// the bytes of `requant::Epilogue::requant_tile_raw` / `requant_add_tile_raw` on the stored
+/// tile.
+///
+/// # Safety
+///
+/// * `kc`, `a`, `b`, `mr` as in [`GemmUkernel`]; the kernel's `NR` is 64;
+/// * `ep`, `out`, `ldc` as in [`IgemmRequantUkernel`];
+/// * the CPU supports the kernel's ISA.
+pub type GemmRequantUkernel = unsafe fn(
+    kc: usize,
+    a: *const u8,
+    b: *const u8,
+    mr: usize,
+    ep: &crate::requant::Tile64<'_>,
+    out: *mut u8,
+    ldc: usize,
+);
+
 /// Packs one A panel: rows `src[i*lda + k0 .. + kc]` for `i < rows` (rows `rows..MR` and K
 /// beyond `kc` are zero), into `dst` (exactly `pack_a_panel_bytes(kc)` bytes, `kc` rounded up
 /// to `KR`). Safe: it only touches the slices it is given.
@@ -105,6 +126,9 @@ pub struct GemmKernel {
     /// last `MR + 1` rows of a block into two such tiles instead of a full tile plus a single
     /// row on the GEMV companion (which streams a whole B panel for one row).
     pub tail_rows: usize,
+    /// The same microkernel with the u8 epilogue of full 64-column tiles fused
+    /// ([`GemmRequantUkernel`]), if it has one (the AVX-512 VNNI `6x64c4`).
+    pub ukernel_requant: Option<GemmRequantUkernel>,
 }
 
 impl GemmKernel {
