@@ -28,6 +28,11 @@
 //! one-thread `qadd_kernel` does; a separate pass over the whole output (re-read from L2/L3, on
 //! one thread) is no longer needed, and the add runs in parallel with the GEMM.
 //!
+//! **Fused into the microkernel.** The 64-column AVX-512 path is written on `__m512i`
+//! accumulators (`requant64`, `requant_add64`): the tile epilogue loads a stored row into
+//! them, and the VNNI `6x64c4` kernels' fused entries ([`Tile64`], `requant_acc64`) pass their
+//! accumulator registers, so both paths run one implementation and give the same bytes.
+//!
 //! Every function here is safe: the ISA is checked per tile (a cached feature test), and
 //! unsupported ISAs run the scalar code, which computes the same bytes.
 

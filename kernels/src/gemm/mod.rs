@@ -20,7 +20,10 @@
 //! A kernel may choose another layout (e.g. pre-widened i16 weights for exact AVX2): it then
 //! supplies its own `pack_a` / `pack_b` and `*_panel_bytes` functions, and only its own
 //! microkernel ever reads those bytes. Zero-point corrections and requantization are **not** part
-//! of the microkernel: the driver (in the `qkernels` crate) applies them in the epilogue.
+//! of the microkernel: the driver (in the `qkernels` crate) applies them in the epilogue — except
+//! through the optional fused entries ([`GemmRequantUkernel`], [`IgemmRequantUkernel`]), which
+//! run that same epilogue code (`crate::requant`) on a full 64-column tile's accumulator
+//! registers.
 //!
 //! # Accumulation
 //!
