@@ -21,11 +21,13 @@ use crate::weight_arena::PackedBuf;
 use crate::{Error, Isa, QParams, Result, WeightQParams};
 use aligned_vec::{AVec, ConstAlign};
 use qkernels_kernels::gemm::{
-    GemmKernel, IgemmKernel, Prefetch, a_is_row_major_u8, a7_companion, best_kernel,
-    gemv_companion, igemm_companion,
+    GemmKernel, GemmRequantUkernel, IgemmKernel, IgemmRequantUkernel, Prefetch, a_is_row_major_u8,
+    a7_companion, best_kernel, gemv_companion, igemm_companion,
 };
 use qkernels_kernels::ops::AddParams;
-use qkernels_kernels::requant::{Epilogue, RequantCols, TileAdd, correct_tile};
+use qkernels_kernels::requant::{
+    Epilogue, RequantCols, Tile64, TileAdd, correct_tile, nan_guard_needed,
+};
 use qkernels_ref::RequantParams;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -256,6 +258,23 @@ static IGEMM_ENABLED: AtomicBool = AtomicBool::new(true);
 #[doc(hidden)]
 pub fn set_igemm_enabled(on: bool) {
     IGEMM_ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether full 64-column IGEMM tiles requantize straight from the microkernel's registers
+/// (`IgemmKernel::ukernel_requant`; default on). A switch for A/B measurements and tests: the
+/// bytes are identical either way. `QKERNELS_FUSED_EPILOGUE=0` turns it off too.
+static FUSED_EPILOGUE: AtomicBool = AtomicBool::new(true);
+
+/// Enables or disables the fused IGEMM epilogue for the whole process (A/B measurements).
+#[doc(hidden)]
+pub fn set_fused_epilogue_enabled(on: bool) {
+    FUSED_EPILOGUE.store(on, Ordering::Relaxed);
+}
+
+fn fused_epilogue_enabled() -> bool {
+    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    FUSED_EPILOGUE.load(Ordering::Relaxed)
+        && *ENV.get_or_init(|| std::env::var("QKERNELS_FUSED_EPILOGUE").map_or(true, |v| v != "0"))
 }
 
 /// A row-major u8 matrix used as `A`.
@@ -1145,8 +1164,9 @@ fn run(pw: &PackedWeights, a: &dyn ASource, sink: Sink<'_>, ldc: usize) {
             out, rq, residual, ..
         } => {
             let base = OutPtr(out.as_mut_ptr());
+            let fused = fused_for(&plan, &rq, residual.as_ref());
             let run_item = |s: &mut Scratch, item: (usize, usize)| {
-                item_u8(&plan, s, item, base, &rq, residual.as_ref());
+                item_u8(&plan, s, item, base, &rq, residual.as_ref(), fused);
             };
             if parallel {
                 items
@@ -1478,6 +1498,25 @@ fn next_panel_prefetch(plan: &Plan<'_>, rows: usize, ip: usize, p: usize) -> Pre
     }
 }
 
+/// The A operand of an indirect tile `ip`: its pointers in `s.ind` (`taps · MR` of them with a
+/// null tap-offset table, or MR window pointers with `s.tap_off`), if the panel is indirect.
+fn indirect_a<'s>(
+    plan: &Plan<'_>,
+    s: &'s Scratch,
+    ip: usize,
+) -> Option<(&'s [*const u8], *const usize)> {
+    let mr = plan.kern.mr;
+    match (s.panels[ip], &plan.igemm) {
+        (PanelAt::Indirect(off), Some((_, ind))) => {
+            Some((&s.ind[off..off + ind.taps() * mr], std::ptr::null()))
+        }
+        (PanelAt::IndirectWindow(off), Some(_)) => {
+            Some((&s.ind[off..off + mr], s.tap_off.as_ptr()))
+        }
+        _ => None,
+    }
+}
+
 /// Runs the microkernel on A panel `ip` of the packed block and B panel `p` into `s.tile`
 /// (row stride NR); returns `(rows, cols)` of the valid part.
 fn tile<'p2>(
@@ -1491,19 +1530,7 @@ fn tile<'p2>(
     let (mr, nr) = (kern.mr, kern.nr);
     let (_, r) = plan.panel(rows, ip);
     let cols = nr.min(plan.pw.n - p * nr);
-    let indirect = match (s.panels[ip], &plan.igemm) {
-        (PanelAt::Indirect(off), Some((ik, ind))) => Some((
-            ik,
-            ind,
-            &s.ind[off..off + ind.taps() * mr],
-            std::ptr::null(),
-        )),
-        (PanelAt::IndirectWindow(off), Some((ik, ind))) => {
-            Some((ik, ind, &s.ind[off..off + mr], s.tap_off.as_ptr()))
-        }
-        _ => None,
-    };
-    if let Some((ik, ind, ptrs, tap_off)) = indirect {
+    if let (Some((ptrs, tap_off)), Some((ik, ind))) = (indirect_a(plan, s, ip), &plan.igemm) {
         let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
         debug_assert_eq!((ik.gemm.mr, ik.gemm.nr), (mr, nr));
         debug_assert_eq!(s.tap_off.len(), ind.taps());
@@ -1622,6 +1649,7 @@ fn item_u8(
     base: OutPtr<u8>,
     rq: &RequantParams,
     residual: Option<&Residual<'_>>,
+    fused: Option<Fused>,
 ) {
     let kern = plan.kern;
     let (mr, nr) = (kern.mr, kern.nr);
@@ -1635,11 +1663,171 @@ fn item_u8(
     for p in jb * plan.pc..((jb + 1) * plan.pc).min(n_panels) {
         let j0 = p * nr;
         for ip in 0..rows.div_ceil(mr) {
-            let (r, cols) = tile(plan, s, rows, ip, p);
             let (i0, _) = plan.panel(rows, ip);
+            if let Some(f) = fused
+                && tile_fused(plan, s, rq, residual, f, (rows, ip, p), row0, base)
+            {
+                continue;
+            }
+            let (r, cols) = tile(plan, s, rows, ip, p);
             epilogue(plan, s, rq, residual, (row0 + i0, i0, j0), (r, cols), base);
         }
     }
+}
+
+/// The call-wide part of the fused epilogue ([`fused_for`]).
+#[derive(Clone, Copy, Debug)]
+struct Fused {
+    /// The indirect kernel's fused entry, on the IGEMM path.
+    igemm: Option<IgemmRequantUkernel>,
+    /// The GEMM kernel's fused entry, for packed and in-place A panels.
+    gemm: Option<GemmRequantUkernel>,
+    /// Whether the NaN guard runs ([`nan_guard_needed`] over all N columns: decided once per
+    /// call, not per tile).
+    guard: bool,
+}
+
+/// Whether this u8 call runs its full 64-column tiles on a fused-epilogue kernel (the
+/// microkernel requantizes its accumulators straight from registers): the kernel (or its IGEMM
+/// companion, on that path) has such an entry for 64-column tiles, and the params are those of
+/// its register-resident epilogue ([`Tile64::supports`]: no weight zero point, requant params
+/// in u8 range, an in-range residual add). Other tiles and calls keep the microkernel → i32
+/// tile → [`epilogue`] path.
+fn fused_for(
+    plan: &Plan<'_>,
+    rq: &RequantParams,
+    residual: Option<&Residual<'_>>,
+) -> Option<Fused> {
+    if plan.kern.nr != 64 || plan.pw.any_w_zp || !fused_epilogue_enabled() {
+        return None;
+    }
+    let igemm = plan.igemm.as_ref().and_then(|(ik, _)| ik.ukernel_requant);
+    let gemm = plan.kern.ukernel_requant;
+    if igemm.is_none() && gemm.is_none() {
+        return None;
+    }
+    let p = RequantCols {
+        col_term: &plan.col_term,
+        w_zp: None,
+        bias: rq.bias_acc.as_deref(),
+        mult: &rq.mult,
+        out_zp: rq.out_zp,
+        qmin: rq.qmin,
+        qmax: rq.qmax,
+    };
+    Tile64::supports(&p, residual.map(|r| &r.params)).then(|| Fused {
+        igemm,
+        gemm,
+        guard: nan_guard_needed(&p),
+    })
+}
+
+/// Runs tile `(ip, p)` of the block on a fused-epilogue kernel and writes its u8 output (and
+/// residual add) directly, if it is a full 64-column tile of an indirect panel or of a packed
+/// or in-place panel of the main kernel; returns `false` (having done nothing) otherwise.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn tile_fused(
+    plan: &Plan<'_>,
+    s: &Scratch,
+    rq: &RequantParams,
+    residual: Option<&Residual<'_>>,
+    f: Fused,
+    (rows, ip, p): (usize, usize, usize),
+    row0: usize,
+    base: OutPtr<u8>,
+) -> bool {
+    const NR: usize = 64;
+    let j0 = p * NR;
+    if plan.pw.n < j0 + NR {
+        return false;
+    }
+    let kern = plan.kern;
+    debug_assert_eq!(kern.nr, NR);
+    let bp = &plan.pw.packed[p * plan.pw.panel_bytes..][..plan.pw.panel_bytes];
+    // The A side: an indirection array, or a panel in `kern`'s layout.
+    enum A<'a> {
+        Ind(
+            IgemmRequantUkernel,
+            usize,
+            usize,
+            &'a [*const u8],
+            *const usize,
+        ),
+        Panel(GemmRequantUkernel, &'a [u8]),
+    }
+    let a = match (s.panels[ip], &plan.igemm, f.igemm, f.gemm) {
+        (PanelAt::Indirect(_) | PanelAt::IndirectWindow(_), Some((_, ind)), Some(k), _) => {
+            let (ptrs, tap_off) = indirect_a(plan, s, ip).expect("an indirect panel");
+            A::Ind(k, ind.taps(), ind.ic, ptrs, tap_off)
+        }
+        (PanelAt::Packed(off), _, _, Some(k)) => A::Panel(k, &s.packed_a[off..off + plan.a_panel]),
+        (PanelAt::Source(off), _, _, Some(k)) => {
+            let (data, _) = plan
+                .a
+                .as_matrix()
+                .expect("in-place panels come from a matrix");
+            A::Panel(k, &data[off..off + plan.a_panel])
+        }
+        _ => return false,
+    };
+    let (i0, r) = plan.panel(rows, ip);
+    let row = row0 + i0;
+    let flat0 = row * plan.ldc + j0;
+    let ep = Tile64 {
+        cols: RequantCols {
+            col_term: &plan.col_term[j0..j0 + NR],
+            w_zp: None,
+            bias: rq.bias_acc.as_ref().map(|b| &b[j0..j0 + NR]),
+            mult: &rq.mult[j0..j0 + NR],
+            out_zp: rq.out_zp,
+            qmin: rq.qmin,
+            qmax: rq.qmax,
+        },
+        guard: f.guard,
+        add: residual.map(|res| {
+            let skip = &res.skip[row * res.ldskip + j0..];
+            assert!(skip.len() >= (r - 1) * res.ldskip + NR);
+            TileAdd {
+                skip,
+                ldskip: res.ldskip,
+                params: &res.params,
+                vec_len: res.tail_from.saturating_sub(flat0),
+            }
+        }),
+    };
+    // SAFETY: `ep`: 64-column slices of the call's constants, params accepted by
+    // `Tile64::supports` (`fused_for`), `guard` from `nan_guard_needed` over all N columns, skip
+    // rows asserted above. Output rows `row .. row + r` × columns `j0 .. j0 + 64` (≤ N ≤ ldc)
+    // are inside the output validated by `check_out` and belong to this work item only; the skip
+    // is a shared borrow distinct from the exclusively borrowed output, so they cannot overlap.
+    // `1 ≤ r ≤ MR`; the kernels' NR is 64 (checked by `fused_for`); the ISA was checked at pack
+    // time. The A and B operands are exactly those `tile` passes to the unfused kernels (same
+    // contracts: indirection arrays or window pointers with `s.tap_off`, `ic`, K, the B panel and
+    // the prefetch hint for the indirect kernel; whole
+    // panels of `kern`'s layouts for K = `pw.k`, `kc` rounded to its KR, for the GEMM kernel).
+    unsafe {
+        let out = base.0.add(flat0);
+        match a {
+            A::Ind(k, taps, ic, ptrs, tap_off) => k(
+                taps,
+                ic,
+                ptrs.as_ptr(),
+                tap_off,
+                bp.as_ptr(),
+                r,
+                &ep,
+                out,
+                plan.ldc,
+                next_panel_prefetch(plan, rows, ip, p),
+            ),
+            A::Panel(k, ap) => {
+                debug_assert_eq!(ap.len(), (kern.a_panel_bytes)(plan.pw.k));
+                k(plan.kp, ap.as_ptr(), bp.as_ptr(), r, &ep, out, plan.ldc)
+            }
+        }
+    };
+    true
 }
 
 /// The epilogue of one `r × cols` tile in `s.tile` (the driver's one entry point per tile):

@@ -28,6 +28,11 @@
 //! one-thread `qadd_kernel` does; a separate pass over the whole output (re-read from L2/L3, on
 //! one thread) is no longer needed, and the add runs in parallel with the GEMM.
 //!
+//! **Fused into the microkernel.** The 64-column AVX-512 path is written on `__m512i`
+//! accumulators (`requant64`, `requant_add64`): the tile epilogue loads a stored row into
+//! them, and the VNNI `6x64c4` kernels' fused entries ([`Tile64`], `requant_acc64`) pass their
+//! accumulator registers, so both paths run one implementation and give the same bytes.
+//!
 //! Every function here is safe: the ISA is checked per tile (a cached feature test), and
 //! unsupported ISAs run the scalar code, which computes the same bytes.
 
@@ -67,6 +72,50 @@ pub struct TileAdd<'a> {
     /// `i·ldc + j < vec_len` (`ldc` is the output row stride, so `i·ldc + j` is the element's
     /// flat index relative to the tile's first element), else the scalar one.
     pub vec_len: usize,
+}
+
+/// The epilogue of one full 64-column u8 tile requantized straight from a microkernel's
+/// accumulator registers (`IgemmKernel::ukernel_requant`): the same bytes as
+/// [`Epilogue::requant_tile_raw`] / [`Epilogue::requant_add_tile_raw`] on the stored tile, by
+/// the same code ([`Tile64::supports`] says when it applies).
+#[derive(Clone, Copy, Debug)]
+pub struct Tile64<'a> {
+    /// The tile's 64 columns: every slice holds ≥ 64 elements, `w_zp` is `None`, params in u8
+    /// range.
+    pub cols: RequantCols<'a>,
+    /// Whether the NaN guard runs: must be `true` when [`nan_guard_needed`] is for these columns
+    /// (the driver decides once per call over all its columns, a superset).
+    pub guard: bool,
+    /// The fused residual add (params with [`AddParams::conversion_in_range`] and `out_zp` in
+    /// 0..=255; `skip` holds the tile's `mr` rows of 64 bytes), if any.
+    pub add: Option<TileAdd<'a>>,
+}
+
+impl Tile64<'_> {
+    /// Whether a call with these requant params and this fused add (if any) can use the fused
+    /// 64-column epilogue: no weight zero point, requant params in u8 range, and for the add the
+    /// guard-free in-range parameters of its 64-column narrowing. Everything else keeps the
+    /// tile path.
+    pub fn supports(p: &RequantCols<'_>, add: Option<&AddParams>) -> bool {
+        p.w_zp.is_none()
+            && (0..=255).contains(&p.out_zp)
+            && (0..=255).contains(&p.qmin)
+            && (0..=255).contains(&p.qmax)
+            && p.qmin <= p.qmax
+            && add.is_none_or(|a| a.conversion_in_range() && (0..=255).contains(&a.out_zp))
+    }
+}
+
+/// Whether the 64-column requantization needs its NaN guard for these columns: a product
+/// `(f32(raw) + bias) · mult` can be NaN only for a non-finite `mult` or a `bias` that is NaN or
+/// larger than `2^126` in magnitude, and even then the guard changes no byte when `qmin ==
+/// out_zp` (see `requant_tile64_avx512`). Scalar; called once per GEMM call, not per tile.
+pub fn nan_guard_needed(p: &RequantCols<'_>) -> bool {
+    let big = f32::from_bits(0x7E80_0000); // 2^126
+    p.qmin != p.out_zp
+        && (p.mult.iter().any(|m| !m.is_finite())
+            || p.bias
+                .is_some_and(|b| b.iter().any(|&b| b.is_nan() || b.abs() > big)))
 }
 
 /// Corrected accumulator of one element (reference formula).
@@ -518,18 +567,25 @@ struct Cols64 {
 unsafe fn load_cols64(p: &RequantCols<'_>, check: bool) -> (Cols64, bool) {
     // SAFETY: per this fn's contract: lanes `0..64` are inside every column slice.
     unsafe {
-        let li = |s: *const i32| -> [__m512i; 4] {
-            std::array::from_fn(|c| _mm512_loadu_si512(s.add(16 * c) as *const __m512i))
+        // Plain loops, no closures (see `requant64_vec`).
+        let zero_i = _mm512_setzero_si512();
+        let zero_f = _mm512_setzero_ps();
+        let mut k = Cols64 {
+            col_term: [zero_i; 4],
+            w_zp: p.w_zp.map(|_| [zero_i; 4]),
+            bias: p.bias.map(|_| [zero_f; 4]),
+            mult: [zero_f; 4],
         };
-        let lf = |s: *const f32| -> [__m512; 4] {
-            std::array::from_fn(|c| _mm512_loadu_ps(s.add(16 * c)))
-        };
-        let k = Cols64 {
-            col_term: li(p.col_term.as_ptr()),
-            w_zp: p.w_zp.map(|z| li(z.as_ptr())),
-            bias: p.bias.map(|b| lf(b.as_ptr())),
-            mult: lf(p.mult.as_ptr()),
-        };
+        for c in 0..4 {
+            k.col_term[c] = _mm512_loadu_si512(p.col_term.as_ptr().add(16 * c) as *const __m512i);
+            k.mult[c] = _mm512_loadu_ps(p.mult.as_ptr().add(16 * c));
+            if let (Some(d), Some(z)) = (k.w_zp.as_mut(), p.w_zp) {
+                d[c] = _mm512_loadu_si512(z.as_ptr().add(16 * c) as *const __m512i);
+            }
+            if let (Some(d), Some(b)) = (k.bias.as_mut(), p.bias) {
+                d[c] = _mm512_loadu_ps(b.as_ptr().add(16 * c));
+            }
+        }
         // Lanes that may produce NaN: `mult` not finite (NaN or ±inf: `|mult| ≥ inf` or
         // unordered), or `bias` NaN or `|bias| > 2^126`.
         if !check {
@@ -548,23 +604,18 @@ unsafe fn load_cols64(p: &RequantCols<'_>, check: bool) -> (Cols64, bool) {
     }
 }
 
-/// `y = (f32(row[16c ..] − col_term − rs·w_zp) + bias) · mult` for the 16 columns of vector
-/// `c` of a 64-column tile, NaN lanes zeroed when `GUARD` (see [`requant_tile64_avx512`]).
+/// `y = (f32(acc − col_term − rs·w_zp) + bias) · mult` for the 16 columns of vector `c` of a
+/// 64-column tile (`acc` holds that vector's accumulators), NaN lanes zeroed when `GUARD` (see
+/// [`requant_tile64_avx512`]).
 ///
 /// # Safety
-/// AVX-512F enabled in the caller; `src[16c .. 16c + 16]` readable; `c < 4`.
+/// AVX-512F enabled in the caller; `c < 4`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn product64<const GUARD: bool>(
-    k: &Cols64,
-    src: *const i32,
-    c: usize,
-    rs: __m512i,
-) -> __m512 {
-    // SAFETY: per this fn's contract.
+unsafe fn product64<const GUARD: bool>(k: &Cols64, acc: __m512i, c: usize, rs: __m512i) -> __m512 {
+    // SAFETY: value-only intrinsics; AVX-512F is the caller's contract.
     unsafe {
-        let ld = _mm512_loadu_si512(src.add(16 * c) as *const __m512i);
-        let mut raw = _mm512_sub_epi32(ld, k.col_term[c]);
+        let mut raw = _mm512_sub_epi32(acc, k.col_term[c]);
         if let Some(z) = k.w_zp {
             raw = _mm512_sub_epi32(raw, _mm512_mullo_epi32(rs, z[c]));
         }
@@ -578,6 +629,111 @@ unsafe fn product64<const GUARD: bool>(
         } else {
             y
         }
+    }
+}
+
+/// The 64 i32 of one stored tile row as the four accumulator vectors [`requant64`] takes.
+///
+/// # Safety
+/// AVX-512F enabled in the caller; `src` readable for 64 i32.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn load_row64(src: *const i32) -> [__m512i; 4] {
+    // SAFETY: per this fn's contract.
+    unsafe {
+        [
+            _mm512_loadu_si512(src as *const __m512i),
+            _mm512_loadu_si512(src.add(16) as *const __m512i),
+            _mm512_loadu_si512(src.add(32) as *const __m512i),
+            _mm512_loadu_si512(src.add(48) as *const __m512i),
+        ]
+    }
+}
+
+/// Broadcast output constants of the 64-column requantization ([`requant64`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Out64 {
+    /// `qmax − out_zp` (f32).
+    hi: __m512,
+    /// `out_zp` in every i16 lane.
+    zp16: __m512i,
+    /// `qmin` in every byte.
+    qmin8: __m512i,
+    /// The 4×4 dword transpose undoing the packs' 128-bit lane interleave.
+    perm: __m512i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Out64 {
+    /// # Safety
+    /// AVX-512F enabled in the caller.
+    #[inline(always)]
+    unsafe fn new(out_zp: i32, qmin: i32, qmax: i32) -> Out64 {
+        // SAFETY: value-only intrinsics; AVX-512F is the caller's contract.
+        unsafe {
+            Out64 {
+                hi: _mm512_set1_ps((qmax - out_zp) as f32),
+                zp16: _mm512_set1_epi16(out_zp as i16),
+                qmin8: _mm512_set1_epi8(qmin as u8 as i8),
+                perm: _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15),
+            }
+        }
+    }
+}
+
+/// The 64 output bytes of one tile row from its 64 i32 accumulators `acc` (four vectors, in
+/// column order): the whole requantization of [`requant_tile64_avx512`] (see there for why it
+/// is exact), shared by the tile epilogue (which loads `acc` from the stored tile) and the fused
+/// microkernels (which pass their accumulator registers).
+///
+/// # Safety
+/// AVX-512 F/BW enabled in the caller; `o` built from params in u8 range with `qmin ≤ qmax`;
+/// `!GUARD` only when the NaN guard is provably not needed (see [`nan_guard_needed`]).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn requant64<const GUARD: bool>(
+    k: &Cols64,
+    o: &Out64,
+    acc: &[__m512i; 4],
+    rs: __m512i,
+) -> __m512i {
+    // SAFETY: value-only intrinsics; AVX-512 F/BW is the caller's contract.
+    unsafe {
+        let v0 = requant64_vec::<GUARD>(k, o, acc, 0, rs);
+        let v1 = requant64_vec::<GUARD>(k, o, acc, 1, rs);
+        let v2 = requant64_vec::<GUARD>(k, o, acc, 2, rs);
+        let v3 = requant64_vec::<GUARD>(k, o, acc, 3, rs);
+        let w01 = _mm512_add_epi16(_mm512_packs_epi32(v0, v1), o.zp16);
+        let w23 = _mm512_add_epi16(_mm512_packs_epi32(v2, v3), o.zp16);
+        let b = _mm512_permutexvar_epi32(o.perm, _mm512_packus_epi16(w01, w23));
+        _mm512_max_epu8(b, o.qmin8)
+    }
+}
+
+/// Vector `c` of [`requant64`]: `cvt_rne(min(hi, y))` (i32, zero point not yet added). A
+/// function, not a closure: helpers without `#[target_feature]` must not hold closures, which
+/// do not inherit the caller's features and then call the intrinsics out of line.
+///
+/// # Safety
+/// As [`requant64`]; `c < 4`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn requant64_vec<const GUARD: bool>(
+    k: &Cols64,
+    o: &Out64,
+    acc: &[__m512i; 4],
+    c: usize,
+    rs: __m512i,
+) -> __m512i {
+    // SAFETY: value-only intrinsics; AVX-512F is the caller's contract.
+    unsafe {
+        let y = product64::<GUARD>(k, acc[c], c, rs);
+        // `min(hi, y)`, not `min(y, hi)`: `vminps` returns its second operand when one is NaN,
+        // so a NaN `y` stays NaN (see the doc of `requant_tile64_avx512`).
+        _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_min_ps(o.hi, y),
+        )
     }
 }
 
@@ -651,28 +807,17 @@ unsafe fn requant_rows64<const GUARD: bool>(
     out: *mut u8,
     ldc: usize,
 ) {
-    let hi = _mm512_set1_ps((p.qmax - p.out_zp) as f32);
-    let zp16 = _mm512_set1_epi16(p.out_zp as i16);
-    let qmin8 = _mm512_set1_epi8(p.qmin as u8 as i8);
-    let perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    // SAFETY: AVX-512F enabled here.
+    let o = unsafe { Out64::new(p.out_zp, p.qmin, p.qmax) };
     for i in 0..rows {
         let rs = _mm512_set1_epi32(row_sums[i]);
         let src = tile[i * ld_tile..][..64].as_ptr();
         // SAFETY: lanes `0..64` of row `i` of `tile` (sliced above); row `i < rows` of the
-        // caller's output holds 64 bytes (contract).
+        // caller's output holds 64 bytes (contract); params in u8 range and `GUARD` per this
+        // fn's contract.
         unsafe {
-            let v = |c: usize| -> __m512i {
-                let y = product64::<GUARD>(k, src, c, rs);
-                // `min(hi, y)`, not `min(y, hi)`: `vminps` returns its second operand when one
-                // is NaN, so a NaN `y` stays NaN (see the doc of `requant_tile64_avx512`).
-                _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                    _mm512_min_ps(hi, y),
-                )
-            };
-            let w01 = _mm512_add_epi16(_mm512_packs_epi32(v(0), v(1)), zp16);
-            let w23 = _mm512_add_epi16(_mm512_packs_epi32(v(2), v(3)), zp16);
-            let b = _mm512_permutexvar_epi32(perm, _mm512_packus_epi16(w01, w23));
-            let b = _mm512_max_epu8(b, qmin8);
+            let acc = load_row64(src);
+            let b = requant64::<GUARD>(k, &o, &acc, rs);
             _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, b);
         }
     }
@@ -910,9 +1055,12 @@ unsafe fn requant_add_rows_avx512<const IN_RANGE: bool, const RELU: bool>(
     let zpf = _mm512_set1_ps(p.out_zp as f32);
     // SAFETY: AVX-512F enabled here.
     let k = unsafe { ops::AddConsts::new(add.params) };
-    let pack64 = IN_RANGE && cols == 64 && (0..=255).contains(&add.params.out_zp);
-    let add_zp16 = _mm512_set1_epi16(add.params.out_zp as i16);
-    let perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    // Full 64-column rows: the register-resident constants of `requant_add64`.
+    let pack64 = (IN_RANGE && cols == 64 && (0..=255).contains(&add.params.out_zp)).then(|| {
+        // SAFETY: `cols == 64`: every column slice holds ≥ 64 elements (checked by the
+        // callers); AVX-512F enabled here.
+        unsafe { (load_cols64(p, false).0, Add64::new(p, add.params)) }
+    });
     for i in 0..rows {
         let skip = &add.skip[i * add.ldskip..][..cols];
         // SAFETY: row `i < rows` of the caller's output (contract of this fn).
@@ -939,28 +1087,12 @@ unsafe fn requant_add_rows_avx512<const IN_RANGE: bool, const RELU: bool>(
         }
         let rs = _mm512_set1_epi32(row_sums[i]);
         let src = tile[i * ld_tile..][..cols].as_ptr();
-        if pack64 {
-            // Full 64-column row: the add's four i32 quotients `r` are narrowed together. For
-            // `zp` in 0..=255, `packus(adds16(packs(r), zp)) = clamp(r + zp, 0, 255)`: `packs`
-            // saturates only where `|r| > 32767`, and then `r + zp` clamps to the same byte as
-            // the saturated value plus `zp` (`adds` saturates likewise); `vpermd` undoes the
-            // packs' 128-bit lane interleave (see `requant_tile64_avx512`).
-            // SAFETY: columns `0..64` are inside the row of `tile`, `skip`, `out` and every
-            // column slice (lengths ≥ cols = 64).
+        if let Some((k64, a64)) = &pack64 {
+            // SAFETY: columns `0..64` are inside the row of `tile`, `skip` (sliced above to
+            // `cols = 64`) and `out`; the add's params are in range and `RELU` is theirs.
             unsafe {
-                let one = |c: usize| {
-                    let y = requant16_clamped(src, 16 * c, 16, 0xFFFF, rs, p, lo, hi);
-                    let rounded = _mm512_roundscale_ps::<
-                        { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-                    >(y);
-                    let fa = _mm512_add_ps(rounded, zpf);
-                    let sb = _mm_loadu_si128(skip.as_ptr().add(16 * c) as *const __m128i);
-                    let fb = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sb));
-                    ops::add_lanes_in_range_i32::<RELU>(fa, fb, &k)
-                };
-                let w01 = _mm512_adds_epi16(_mm512_packs_epi32(one(0), one(1)), add_zp16);
-                let w23 = _mm512_adds_epi16(_mm512_packs_epi32(one(2), one(3)), add_zp16);
-                let b = _mm512_permutexvar_epi32(perm, _mm512_packus_epi16(w01, w23));
+                let acc = load_row64(src);
+                let b = requant_add64::<RELU>(k64, a64, &acc, rs, skip.as_ptr());
                 _mm512_storeu_si512(dst as *mut __m512i, b);
             }
             continue;
@@ -997,6 +1129,252 @@ unsafe fn requant_add_rows_avx512<const IN_RANGE: bool, const RELU: bool>(
             j += 16;
         }
     }
+}
+
+/// Broadcast constants of [`requant_add64`]: the requantization's clamp bounds and zero point
+/// and the add's constants.
+#[cfg(target_arch = "x86_64")]
+struct Add64 {
+    lo: __m512,
+    hi: __m512,
+    zpf: __m512,
+    add_zp16: __m512i,
+    perm: __m512i,
+    k: crate::ops::x86_avx512::AddConsts,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Add64 {
+    /// # Safety
+    /// AVX-512F enabled in the caller.
+    #[inline(always)]
+    unsafe fn new(p: &RequantCols<'_>, ap: &AddParams) -> Add64 {
+        // SAFETY: value-only intrinsics; AVX-512F is the caller's contract.
+        unsafe {
+            Add64 {
+                lo: _mm512_set1_ps((p.qmin - p.out_zp) as f32),
+                hi: _mm512_set1_ps((p.qmax - p.out_zp) as f32),
+                zpf: _mm512_set1_ps(p.out_zp as f32),
+                add_zp16: _mm512_set1_epi16(ap.out_zp as i16),
+                perm: _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15),
+                k: crate::ops::x86_avx512::AddConsts::new(ap),
+            }
+        }
+    }
+}
+
+/// Requantize + residual add of one full 64-column row with the add's vector formula, from the
+/// row's 64 i32 accumulators `acc` (column order) and its 64 skip bytes: the conv byte
+/// `q = rne(clamp(y, lo, hi)) + zp` enters the add as `f32(q)` (rounded in float: exact, small
+/// integers), and the add's four i32 quotients `r` are narrowed together. For the add's `zp` in
+/// 0..=255, `packus(adds16(packs(r), zp)) = clamp(r + zp, 0, 255)`: `packs` saturates only where
+/// `|r| > 32767`, and then `r + zp` clamps to the same byte as the saturated value plus `zp`
+/// (`adds` saturates likewise); `vpermd` undoes the packs' 128-bit lane interleave (see
+/// [`requant_tile64_avx512`]). Shared by the tile epilogue and the fused microkernels.
+///
+/// # Safety
+/// AVX-512 F/BW + FMA enabled in the caller; `skip` readable for 64 bytes; `a` built from
+/// requant params in u8 range and add params with [`AddParams::conversion_in_range`] and
+/// `out_zp` in 0..=255; `RELU` equals the add's `relu`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn requant_add64<const RELU: bool>(
+    k: &Cols64,
+    a: &Add64,
+    acc: &[__m512i; 4],
+    rs: __m512i,
+    skip: *const u8,
+) -> __m512i {
+    // SAFETY: per this fn's contract.
+    unsafe {
+        let r0 = requant_add64_vec::<RELU>(k, a, acc, 0, rs, skip);
+        let r1 = requant_add64_vec::<RELU>(k, a, acc, 1, rs, skip);
+        let r2 = requant_add64_vec::<RELU>(k, a, acc, 2, rs, skip);
+        let r3 = requant_add64_vec::<RELU>(k, a, acc, 3, rs, skip);
+        let w01 = _mm512_adds_epi16(_mm512_packs_epi32(r0, r1), a.add_zp16);
+        let w23 = _mm512_adds_epi16(_mm512_packs_epi32(r2, r3), a.add_zp16);
+        _mm512_permutexvar_epi32(a.perm, _mm512_packus_epi16(w01, w23))
+    }
+}
+
+/// Vector `c` of [`requant_add64`]: the add's rounded i32 quotient (zero point not yet added).
+/// A function, not a closure (see [`requant64_vec`]).
+///
+/// # Safety
+/// As [`requant_add64`]; `c < 4`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn requant_add64_vec<const RELU: bool>(
+    k: &Cols64,
+    a: &Add64,
+    acc: &[__m512i; 4],
+    c: usize,
+    rs: __m512i,
+    skip: *const u8,
+) -> __m512i {
+    use crate::ops::x86_avx512 as ops;
+    // SAFETY: per this fn's contract (`skip + 16c` readable for 16 bytes).
+    unsafe {
+        let y = product64::<true>(k, acc[c], c, rs);
+        let y = _mm512_min_ps(_mm512_max_ps(y, a.lo), a.hi);
+        let rounded = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+        let fa = _mm512_add_ps(rounded, a.zpf);
+        let sb = _mm_loadu_si128(skip.add(16 * c) as *const __m128i);
+        let fb = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sb));
+        ops::add_lanes_in_range_i32::<RELU>(fa, fb, &a.k)
+    }
+}
+
+/// Runs `$body` with `$i` bound to each row index and `$a` to that row of `$acc` (an array of
+/// at most 8 rows), unrolled with constant indices: the rows stay in registers (a loop that
+/// LLVM does not unroll indexes the array in memory), and no closure is involved (closures in
+/// helpers without `#[target_feature]` call the intrinsics out of line).
+#[cfg(target_arch = "x86_64")]
+macro_rules! unrolled_rows {
+    ($acc:expr, |$i:ident, $a:ident| $body:block) => {{
+        debug_assert!($acc.len() <= 8);
+        if let Some($a) = $acc.get(0) {
+            let $i = 0usize;
+            $body
+        }
+        if let Some($a) = $acc.get(1) {
+            let $i = 1usize;
+            $body
+        }
+        if let Some($a) = $acc.get(2) {
+            let $i = 2usize;
+            $body
+        }
+        if let Some($a) = $acc.get(3) {
+            let $i = 3usize;
+            $body
+        }
+        if let Some($a) = $acc.get(4) {
+            let $i = 4usize;
+            $body
+        }
+        if let Some($a) = $acc.get(5) {
+            let $i = 5usize;
+            $body
+        }
+        if let Some($a) = $acc.get(6) {
+            let $i = 6usize;
+            $body
+        }
+        if let Some($a) = $acc.get(7) {
+            let $i = 7usize;
+            $body
+        }
+    }};
+}
+
+/// The fused 64-column epilogue ([`Tile64`]) of a microkernel's accumulators: the `R ≤ 8` rows
+/// of `acc` (four vectors of 16 columns each, in column order) are requantized — and added to
+/// their skip rows — and stored as `out[i·ldc .. + 64]`, with exactly the code of the tile
+/// epilogue ([`requant64`], [`requant_add64`]), straight from registers. A tile that reaches
+/// the add's scalar-formula tail of the tensor (`vec_len` inside it: never in ResNet, whose
+/// tensors are multiples of 64 elements) is stored as an i32 tile and goes through the tile
+/// epilogue itself ([`requant_add_tile_avx512`]).
+///
+/// # Safety
+/// AVX-512 F/BW/VL + FMA enabled in the caller; `t` satisfies [`Tile64`]'s field contracts
+/// (checked by `debug_assert!`; the skip length by `assert!`); `out` is valid for writes of
+/// `out[i·ldc + j]`, `i < R`, `j < 64`, nothing else references those bytes and the skip rows
+/// do not overlap them.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn requant_acc64<const R: usize>(
+    acc: &[[__m512i; 4]; R],
+    t: &Tile64<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
+    let p = &t.cols;
+    debug_assert!((1..=8).contains(&R) && ldc >= 64);
+    debug_assert!(Tile64::supports(p, t.add.as_ref().map(|a| a.params)));
+    debug_assert!(p.col_term.len() >= 64 && p.mult.len() >= 64);
+    debug_assert!(p.bias.is_none_or(|b| b.len() >= 64));
+    debug_assert!(
+        t.guard
+            || !nan_guard_needed(&RequantCols {
+                col_term: &p.col_term[..64],
+                bias: p.bias.map(|b| &b[..64]),
+                mult: &p.mult[..64],
+                ..*p
+            })
+    );
+    // SAFETY: per this fn's contract: the column slices hold ≥ 64 elements, params are in range,
+    // `out` rows `i < R` hold 64 writable bytes; skip rows checked below.
+    unsafe {
+        let (k, _) = load_cols64(p, false);
+        let rs = _mm512_setzero_si512();
+        let Some(add) = &t.add else {
+            let o = Out64::new(p.out_zp, p.qmin, p.qmax);
+            if t.guard {
+                unrolled_rows!(acc, |i, a| {
+                    let b = requant64::<true>(&k, &o, a, rs);
+                    _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, b);
+                });
+            } else {
+                unrolled_rows!(acc, |i, a| {
+                    let b = requant64::<false>(&k, &o, a, rs);
+                    _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, b);
+                });
+            }
+            return;
+        };
+        assert!(add.skip.len() >= (R - 1) * add.ldskip + 64);
+        if add.vec_len < (R - 1) * ldc + 64 {
+            requant_add_acc64_split(*acc, t, add, out, ldc);
+        } else if add.params.relu {
+            let a64 = Add64::new(p, add.params);
+            unrolled_rows!(acc, |i, a| {
+                let skip = add.skip.as_ptr().add(i * add.ldskip);
+                let b = requant_add64::<true>(&k, &a64, a, rs, skip);
+                _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, b);
+            });
+        } else {
+            let a64 = Add64::new(p, add.params);
+            unrolled_rows!(acc, |i, a| {
+                let skip = add.skip.as_ptr().add(i * add.ldskip);
+                let b = requant_add64::<false>(&k, &a64, a, rs, skip);
+                _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, b);
+            });
+        }
+    }
+}
+
+/// The rare half of [`requant_acc64`]: a tile reaching the add's scalar-formula tail is stored
+/// as an i32 tile and runs the tile epilogue ([`requant_add_tile_avx512`]), so its rows get
+/// exactly the unfused treatment (requantize, then add in place with the row's split). Out of
+/// line and on a copy of the accumulators (passed by value), so the caller's stay in registers.
+///
+/// # Safety
+/// As [`requant_acc64`] with `t.add == Some(add)`, skip rows checked.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+#[inline(never)]
+#[cold]
+unsafe fn requant_add_acc64_split<const R: usize>(
+    acc: [[__m512i; 4]; R],
+    t: &Tile64<'_>,
+    add: &TileAdd<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
+    let mut tile = [0i32; 8 * 64];
+    for (i, row) in acc.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            // SAFETY: row `i < R ≤ 8`, vector `c < 4`: inside `tile`.
+            unsafe {
+                _mm512_storeu_si512(tile.as_mut_ptr().add(64 * i + 16 * c) as *mut __m512i, *v)
+            };
+        }
+    }
+    // SAFETY: `tile` holds R rows of 64 i32; the column slices hold ≥ 64 elements, params in
+    // range (`Tile64`'s contract); `out` and the skip rows per this fn's contract; features
+    // enabled here.
+    unsafe { requant_add_tile_avx512(&tile, 64, R, 64, &[0; 8], &t.cols, add, out, ldc) }
 }
 
 /// AVX2 requantize + residual add ([`Epilogue::requant_add_tile_raw`]), 8 columns per vector

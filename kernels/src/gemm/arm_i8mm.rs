@@ -145,4 +145,5 @@ pub static U8S8S32_GEMM_NEONI8MM_8X8C8: GemmKernel = GemmKernel {
     b_panel_bytes: ckr_panel_bytes::<NR, KR>,
     ukernel: ukernel_neoni8mm_8x8c8,
     tail_rows: 0,
+    ukernel_requant: None,
 };

@@ -253,6 +253,7 @@ pub static U8S8S32_GEMM_NEON_8X8C1: GemmKernel = GemmKernel {
     b_panel_bytes: ckr_panel_bytes::<8, 1>,
     ukernel: ukernel_neon_8x8c1,
     tail_rows: 0,
+    ukernel_requant: None,
 };
 
 /// fbgemm-compatible pair-saturating NEON kernel; also the saturating kernel of the NeonDot and
@@ -271,4 +272,5 @@ pub static U8S8S32_GEMM_NEON_8X8C2_SAT16: GemmKernel = GemmKernel {
     b_panel_bytes: ckr_panel_bytes::<8, 2>,
     ukernel: ukernel_neon_8x8c2_sat16,
     tail_rows: 0,
+    ukernel_requant: None,
 };

@@ -187,4 +187,5 @@ pub static U8S8S32_GEMM_NEONDOT_8X8C4: GemmKernel = GemmKernel {
     b_panel_bytes,
     ukernel: ukernel_neondot_8x8c4,
     tail_rows: 0,
+    ukernel_requant: None,
 };

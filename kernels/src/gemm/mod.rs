@@ -20,7 +20,10 @@
 //! A kernel may choose another layout (e.g. pre-widened i16 weights for exact AVX2): it then
 //! supplies its own `pack_a` / `pack_b` and `*_panel_bytes` functions, and only its own
 //! microkernel ever reads those bytes. Zero-point corrections and requantization are **not** part
-//! of the microkernel: the driver (in the `qkernels` crate) applies them in the epilogue.
+//! of the microkernel: the driver (in the `qkernels` crate) applies them in the epilogue — except
+//! through the optional fused entries ([`GemmRequantUkernel`], [`IgemmRequantUkernel`]), which
+//! run that same epilogue code (`crate::requant`) on a full 64-column tile's accumulator
+//! registers.
 //!
 //! # Accumulation
 //!
@@ -67,6 +70,27 @@ pub type GemmUkernel = unsafe fn(
     accumulate: bool,
 );
 
+/// Microkernel with the u8 epilogue fused: the [`GemmUkernel`] contract for a full `mr × 64`
+/// tile (`NR = 64`, not accumulating), but the i32 accumulators are requantized straight from
+/// registers (with the fused residual add, if any) into `out[i·ldc + j]`, `i < mr`, `j < 64`:
+/// the bytes of `requant::Epilogue::requant_tile_raw` / `requant_add_tile_raw` on the stored
+/// tile.
+///
+/// # Safety
+///
+/// * `kc`, `a`, `b`, `mr` as in [`GemmUkernel`]; the kernel's `NR` is 64;
+/// * `ep`, `out`, `ldc` as in [`IgemmRequantUkernel`];
+/// * the CPU supports the kernel's ISA.
+pub type GemmRequantUkernel = unsafe fn(
+    kc: usize,
+    a: *const u8,
+    b: *const u8,
+    mr: usize,
+    ep: &crate::requant::Tile64<'_>,
+    out: *mut u8,
+    ldc: usize,
+);
+
 /// Packs one A panel: rows `src[i*lda + k0 .. + kc]` for `i < rows` (rows `rows..MR` and K
 /// beyond `kc` are zero), into `dst` (exactly `pack_a_panel_bytes(kc)` bytes, `kc` rounded up
 /// to `KR`). Safe: it only touches the slices it is given.
@@ -105,6 +129,9 @@ pub struct GemmKernel {
     /// last `MR + 1` rows of a block into two such tiles instead of a full tile plus a single
     /// row on the GEMV companion (which streams a whole B panel for one row).
     pub tail_rows: usize,
+    /// The same microkernel with the u8 epilogue of full 64-column tiles fused
+    /// ([`GemmRequantUkernel`]), if it has one (the AVX-512 VNNI `6x64c4`).
+    pub ukernel_requant: Option<GemmRequantUkernel>,
 }
 
 impl GemmKernel {
@@ -246,6 +273,33 @@ impl Prefetch {
     };
 }
 
+/// Indirect microkernel with the u8 epilogue fused: the [`IgemmUkernel`] contract for a full
+/// `mr × 64` tile (`NR = 64`), but instead of storing i32 accumulators it requantizes them
+/// straight from registers (and applies the fused residual add, if any) into
+/// `out[i·ldc + j]`, `i < mr`, `j < 64`: the bytes of `requant::Epilogue::requant_tile_raw` /
+/// `requant_add_tile_raw` on the stored tile.
+///
+/// # Safety
+///
+/// * `taps`, `ic`, `ind`, `tap_off`, `b`, `prefetch` as in [`IgemmUkernel`]; `1 ≤ mr ≤ MR`, the kernel's `NR` is 64;
+/// * `ep` satisfies the field contracts of [`crate::requant::Tile64`] (in particular
+///   [`crate::requant::Tile64::supports`] its params, and its skip rows cover `mr × 64`);
+/// * `out` is valid for writes of `out[i·ldc + j]` for `i < mr`, `j < 64` (`ldc ≥ 64`), no live
+///   reference covers those bytes and the skip rows do not overlap them;
+/// * the CPU supports the kernel's ISA.
+pub type IgemmRequantUkernel = unsafe fn(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    tap_off: *const usize,
+    b: *const u8,
+    mr: usize,
+    ep: &crate::requant::Tile64<'_>,
+    out: *mut u8,
+    ldc: usize,
+    prefetch: Prefetch,
+);
+
 /// One indirect-conv microkernel and the GEMM kernel whose packed B (and tile, ISA,
 /// accumulation) it shares.
 #[derive(Clone, Copy, Debug)]
@@ -255,6 +309,8 @@ pub struct IgemmKernel {
     /// The GEMM kernel with the same `mr`, `nr`, `kr`, ISA and packed B.
     pub gemm: &'static GemmKernel,
     pub ukernel: IgemmUkernel,
+    /// The same kernel with the u8 epilogue of full 64-column tiles fused, if it has one.
+    pub ukernel_requant: Option<IgemmRequantUkernel>,
 }
 
 /// Every indirect-conv kernel compiled into this build (tests and benches iterate this list).

@@ -67,6 +67,7 @@ pub static U8S8S32_GEMM_SCALAR_4X4C4: GemmKernel = GemmKernel {
     b_panel_bytes: ckr_panel_bytes::<4, 4>,
     ukernel: ukernel_scalar::<4, 4, 4, false>,
     tail_rows: 0,
+    ukernel_requant: None,
 };
 
 /// An odd tile used only by tests: catches drivers that assume square or power-of-two tiles.
@@ -84,6 +85,7 @@ pub static U8S8S32_GEMM_SCALAR_3X5C4_TEST: GemmKernel = GemmKernel {
     b_panel_bytes: ckr_panel_bytes::<5, 4>,
     ukernel: ukernel_scalar::<3, 5, 4, false>,
     tail_rows: 0,
+    ukernel_requant: None,
 };
 
 /// fbgemm-compatible pair-saturating scalar kernel.
@@ -101,4 +103,5 @@ pub static U8S8S32_GEMM_SCALAR_4X4C4_SAT16: GemmKernel = GemmKernel {
     b_panel_bytes: ckr_panel_bytes::<4, 4>,
     ukernel: ukernel_scalar::<4, 4, 4, true>,
     tail_rows: 0,
+    ukernel_requant: None,
 };

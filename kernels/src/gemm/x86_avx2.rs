@@ -290,6 +290,7 @@ pub static U8S8S32_GEMM_AVX2_6X16C2: GemmKernel = GemmKernel {
     b_panel_bytes: c2_i16_panel_bytes::<16>,
     ukernel: ukernel_exact::<6, 2>,
     tail_rows: 0,
+    ukernel_requant: None,
 };
 
 /// Exact AVX2 GEMV kernel (M = 1); packed B identical to [`U8S8S32_GEMM_AVX2_6X16C2`].
@@ -308,6 +309,7 @@ pub static U8S8S32_GEMM_AVX2_1X16C2: GemmKernel = GemmKernel {
     b_panel_bytes: c2_i16_panel_bytes::<16>,
     ukernel: ukernel_exact_gemv::<2>,
     tail_rows: 0,
+    ukernel_requant: None,
 };
 
 /// A kernel of the c4 byte layout (u8 A rows, `pack_b_ckr::<16, 4>` B) running
@@ -331,6 +333,7 @@ macro_rules! c4_kernel {
             b_panel_bytes: ckr_panel_bytes::<16, 4>,
             ukernel: ukernel_sat16::<$mr, 2>,
             tail_rows: 0,
+            ukernel_requant: None,
         };
     };
 }

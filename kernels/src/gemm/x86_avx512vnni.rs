@@ -25,6 +25,8 @@ use std::arch::x86_64::*;
 use super::x86_pack::{pack_a_rows_u8, rows_u8_panel_bytes};
 use super::{GemmKernel, IgemmKernel, Prefetch, ckr_panel_bytes, pack_b_ckr};
 use crate::isa::Isa;
+#[cfg(target_arch = "x86_64")]
+use crate::requant::{Tile64, requant_acc64};
 
 /// Writes (or adds) one row of `NV` zmm accumulators to `c[0..nr]` with masked stores.
 ///
@@ -192,6 +194,28 @@ unsafe fn zmm_rows<const R: usize, const NV: usize, const SAT: bool>(
     accumulate: bool,
 ) {
     debug_assert!(mr <= R);
+    // SAFETY: the caller's contract.
+    let acc = unsafe { zmm_acc::<R, NV, SAT>(kc, a, b) };
+    for (i, row) in acc.iter().enumerate().take(mr) {
+        // SAFETY: row `i < mr` of the caller's tile holds `nr` writable i32.
+        unsafe { store_row(row, c.add(i * rs_c), nr, accumulate) };
+    }
+}
+
+/// The K loop of [`ukernel_zmm`]: the `R × 16·NV` accumulators of rows `0..R` of the A panel
+/// (row `i` at `a + i·kc`), in registers. The storing ([`zmm_rows`]) and the requantizing
+/// ([`zmm_requant_tile`]) entry points are built on it.
+///
+/// # Safety
+/// As [`ukernel_zmm`] with MR = `R` (the `kc`, `a`, `b` parts); only called from AVX-512 VNNI
+/// `#[target_feature]` kernels.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn zmm_acc<const R: usize, const NV: usize, const SAT: bool>(
+    kc: usize,
+    a: *const u8,
+    b: *const u8,
+) -> [[__m512i; NV]; R] {
     // SAFETY: value-only intrinsics; ISA support is the caller's contract.
     let ones = unsafe { _mm512_set1_epi16(1) };
     // SAFETY: as above.
@@ -220,9 +244,63 @@ unsafe fn zmm_rows<const R: usize, const NV: usize, const SAT: bool>(
             pb = pb.add(64 * NV);
         }
     }
-    for (i, row) in acc.iter().enumerate().take(mr) {
-        // SAFETY: row `i < mr` of the caller's tile holds `nr` writable i32.
-        unsafe { store_row(row, c.add(i * rs_c), nr, accumulate) };
+    acc
+}
+
+/// AVX-512 VNNI GEMM microkernel with the u8 epilogue fused (see [`super::GemmRequantUkernel`]):
+/// the accumulators of a full `mr × 64` tile are requantized — and added to the residual, if
+/// any — straight from registers by the tile epilogue's own code (`requant::requant_acc64`).
+/// `MR ≤ 6` (a tile of `mr` rows runs the `mr`-row instantiation, as in [`ukernel_zmm`]).
+///
+/// # Safety
+/// See [`super::GemmRequantUkernel`]; panels as in [`ukernel_zmm`] with NV = 4; the CPU
+/// supports AVX-512 F/BW/VL/VNNI (and FMA, implied by [`Isa::Avx512Vnni`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+unsafe fn ukernel_zmm_requant<const MR: usize>(
+    kc: usize,
+    a: *const u8,
+    b: *const u8,
+    mr: usize,
+    ep: &Tile64<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
+    debug_assert!(kc.is_multiple_of(4) && MR <= 6 && (1..=MR).contains(&mr) && ldc >= 64);
+    // SAFETY: `R = mr ≤ MR` rows of the panel are read and stored (the caller's contract covers
+    // MR rows); this function runs with AVX-512 F/BW/VL/VNNI + FMA.
+    unsafe {
+        match mr {
+            1 => zmm_requant_tile::<1>(kc, a, b, ep, out, ldc),
+            2 => zmm_requant_tile::<2>(kc, a, b, ep, out, ldc),
+            3 => zmm_requant_tile::<3>(kc, a, b, ep, out, ldc),
+            4 => zmm_requant_tile::<4>(kc, a, b, ep, out, ldc),
+            5 => zmm_requant_tile::<5>(kc, a, b, ep, out, ldc),
+            _ => zmm_requant_tile::<MR>(kc, a, b, ep, out, ldc),
+        }
+    }
+}
+
+/// One instantiation of [`ukernel_zmm_requant`] (`R` rows, 64 columns), out of line (see
+/// [`zmm_tile`]).
+///
+/// # Safety
+/// As [`ukernel_zmm_requant`] with `mr = R`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+#[inline(never)]
+unsafe fn zmm_requant_tile<const R: usize>(
+    kc: usize,
+    a: *const u8,
+    b: *const u8,
+    ep: &Tile64<'_>,
+    out: *mut u8,
+    ldc: usize,
+) {
+    // SAFETY: the caller's contract; features enabled here.
+    unsafe {
+        let acc = zmm_acc::<R, 4, false>(kc, a, b);
+        requant_acc64::<R>(&acc, ep, out, ldc);
     }
 }
 
@@ -299,7 +377,7 @@ unsafe fn ukernel_zmm_gemv<const NV: usize, const SAT: bool>(
 }
 
 macro_rules! zmm_kernel {
-    ($(#[$doc:meta])* $id:ident, $name:literal, $mr:literal, $nv:literal, $sat:literal) => {
+    ($(#[$doc:meta])* $id:ident, $name:literal, $mr:literal, $nv:literal, $sat:literal, $rq:expr) => {
         $(#[$doc])*
         #[cfg(target_arch = "x86_64")]
         pub static $id: GemmKernel = GemmKernel {
@@ -316,6 +394,7 @@ macro_rules! zmm_kernel {
             b_panel_bytes: ckr_panel_bytes::<{ 16 * $nv }, 4>,
             ukernel: ukernel_zmm::<$mr, $nv, $sat>,
             tail_rows: 5,
+            ukernel_requant: $rq,
         };
     };
 }
@@ -326,7 +405,8 @@ zmm_kernel!(
     "u8s8s32_gemm_avx512vnni_8x32c4",
     8,
     2,
-    false
+    false,
+    None
 );
 zmm_kernel!(
     /// Exact VNNI kernel, 14 × 32 tile (fbgemm's; 28 zmm accumulators).
@@ -334,7 +414,8 @@ zmm_kernel!(
     "u8s8s32_gemm_avx512vnni_14x32c4",
     14,
     2,
-    false
+    false,
+    None
 );
 zmm_kernel!(
     /// Exact VNNI kernel, 6 × 64 tile (24 zmm accumulators, 4 B vectors per K group): the
@@ -343,7 +424,8 @@ zmm_kernel!(
     "u8s8s32_gemm_avx512vnni_6x64c4",
     6,
     4,
-    false
+    false,
+    Some(ukernel_zmm_requant::<6>)
 );
 zmm_kernel!(
     /// fbgemm-saturating AVX-512BW kernel, 8 × 32 tile.
@@ -351,7 +433,8 @@ zmm_kernel!(
     "u8s8s32_gemm_avx512vnni_8x32c4_sat16",
     8,
     2,
-    true
+    true,
+    None
 );
 
 /// Exact VNNI GEMV kernel (M = 1); packed B identical to the `…x32c4` tiles.
@@ -370,6 +453,7 @@ pub static U8S8S32_GEMM_AVX512VNNI_1X32C4: GemmKernel = GemmKernel {
     b_panel_bytes: ckr_panel_bytes::<32, 4>,
     ukernel: ukernel_zmm_gemv::<2, false>,
     tail_rows: 0,
+    ukernel_requant: None,
 };
 
 /// Exact VNNI GEMV kernel (M = 1); packed B identical to the `…x64c4` tiles.
@@ -388,6 +472,7 @@ pub static U8S8S32_GEMM_AVX512VNNI_1X64C4: GemmKernel = GemmKernel {
     b_panel_bytes: ckr_panel_bytes::<64, 4>,
     ukernel: ukernel_zmm_gemv::<4, false>,
     tail_rows: 0,
+    ukernel_requant: None,
 };
 
 /// Saturating AVX-512BW GEMV kernel (M = 1); packed B identical to `…_8x32c4_sat16`.
@@ -406,6 +491,7 @@ pub static U8S8S32_GEMM_AVX512VNNI_1X32C4_SAT16: GemmKernel = GemmKernel {
     b_panel_bytes: ckr_panel_bytes::<32, 4>,
     ukernel: ukernel_zmm_gemv::<2, true>,
     tail_rows: 0,
+    ukernel_requant: None,
 };
 
 /// Peak-rate probe: `iters` rounds of 12 independent zmm `vpdpbusd`, i.e. `iters · 768` MACs,
@@ -570,6 +656,34 @@ unsafe fn zmm_indirect_rows<const MR: usize, const R: usize, const NV: usize>(
     pf: Prefetch,
 ) {
     debug_assert!(R <= MR && mr <= R);
+    // SAFETY: the caller's contract.
+    let acc = unsafe { zmm_indirect_acc::<MR, R, NV>(taps, ic, ind, tap_off, b, pf) };
+    for (i, row) in acc.iter().enumerate().take(mr) {
+        // SAFETY: row `i < mr` of the caller's tile holds `nr` writable i32.
+        unsafe { store_row(row, c.add(i * rs_c), nr, false) };
+    }
+}
+
+/// The K loop of the indirect kernels: the `R × 16·NV` accumulators of rows `0..R` (pointers
+/// `ind[t·MR + i]`, or `ind[i] + tap_off[t]` in window mode, `i < R ≤ MR`) over all taps, in
+/// registers, prefetching the lines of `pf` on the way. The storing
+/// ([`zmm_indirect_rows`]) and the requantizing ([`zmm_indirect_requant_tile`]) entry points are
+/// built on it.
+///
+/// # Safety
+/// As [`ukernel_zmm_indirect`] (the `ind`, `tap_off`, `ic`, `b` parts); only called from AVX-512 VNNI
+/// `#[target_feature]` kernels.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn zmm_indirect_acc<const MR: usize, const R: usize, const NV: usize>(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    tap_off: *const usize,
+    b: *const u8,
+    pf: Prefetch,
+) -> [[__m512i; NV]; R] {
+    debug_assert!(R <= MR);
     // SAFETY: value-only intrinsic; ISA support is the caller's contract.
     let mut acc = [[unsafe { _mm512_setzero_si512() }; NV]; R];
     let mut pb = b;
@@ -616,9 +730,80 @@ unsafe fn zmm_indirect_rows<const MR: usize, const R: usize, const NV: usize>(
             pb = unsafe { pb.add(64 * NV) };
         }
     }
-    for (i, row) in acc.iter().enumerate().take(mr) {
-        // SAFETY: row `i < mr` of the caller's tile holds `nr` writable i32.
-        unsafe { store_row(row, c.add(i * rs_c), nr, false) };
+    acc
+}
+
+/// AVX-512 VNNI indirect microkernel with the u8 epilogue fused (see
+/// [`super::IgemmRequantUkernel`]): the accumulators of a full `MR × 64` tile (`nr = 64`) are
+/// requantized — and added to the residual, if any — straight from registers by the tile
+/// epilogue's own code (`requant::requant_acc64`), with no i32 tile in memory.
+///
+/// # Safety
+/// See [`super::IgemmRequantUkernel`]; the CPU supports AVX-512 F/BW/VL/VNNI (and FMA, implied
+/// by [`Isa::Avx512Vnni`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn ukernel_zmm_indirect_requant<const MR: usize>(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    tap_off: *const usize,
+    b: *const u8,
+    mr: usize,
+    ep: &Tile64<'_>,
+    out: *mut u8,
+    ldc: usize,
+    pf: Prefetch,
+) {
+    debug_assert!(ic.is_multiple_of(4) && ic > 0 && taps > 0);
+    debug_assert!((1..=MR).contains(&mr) && ldc >= 64);
+    debug_assert!(
+        ep.add
+            .is_none_or(|a| mr == 0 || a.skip.len() >= (mr - 1) * a.ldskip + 64)
+    );
+    // SAFETY: `R ≤ mr ≤ MR` rows' pointers are read and rows stored (the caller's contract
+    // covers MR); this function runs with AVX-512 F/BW/VL/VNNI + FMA.
+    unsafe {
+        match mr {
+            1 => zmm_indirect_requant_tile::<MR, 1>(taps, ic, ind, tap_off, b, 1, ep, out, ldc, pf),
+            2 => zmm_indirect_requant_tile::<MR, 2>(taps, ic, ind, tap_off, b, 2, ep, out, ldc, pf),
+            3 => zmm_indirect_requant_tile::<MR, 3>(taps, ic, ind, tap_off, b, 3, ep, out, ldc, pf),
+            4 => zmm_indirect_requant_tile::<MR, 4>(taps, ic, ind, tap_off, b, 4, ep, out, ldc, pf),
+            5 => zmm_indirect_requant_tile::<MR, 5>(taps, ic, ind, tap_off, b, 5, ep, out, ldc, pf),
+            _ => {
+                zmm_indirect_requant_tile::<MR, MR>(taps, ic, ind, tap_off, b, mr, ep, out, ldc, pf)
+            }
+        }
+    }
+}
+
+/// One instantiation of [`ukernel_zmm_indirect_requant`] (`R` rows, 64 columns), out of line
+/// (see [`zmm_tile`]).
+///
+/// # Safety
+/// As [`ukernel_zmm_indirect_requant`], `R ≤ MR`, `mr ≤ R`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn zmm_indirect_requant_tile<const MR: usize, const R: usize>(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    tap_off: *const usize,
+    b: *const u8,
+    mr: usize,
+    ep: &Tile64<'_>,
+    out: *mut u8,
+    ldc: usize,
+    pf: Prefetch,
+) {
+    debug_assert_eq!(mr, R);
+    // SAFETY: the caller's contract; features enabled here.
+    unsafe {
+        let acc = zmm_indirect_acc::<MR, R, 4>(taps, ic, ind, tap_off, b, pf);
+        requant_acc64::<R>(&acc, ep, out, ldc);
     }
 }
 
@@ -629,4 +814,5 @@ pub static U8S8S32_IGEMM_AVX512VNNI_6X64C4: IgemmKernel = IgemmKernel {
     name: "u8s8s32_igemm_avx512vnni_6x64c4",
     gemm: &U8S8S32_GEMM_AVX512VNNI_6X64C4,
     ukernel: ukernel_zmm_indirect::<6, 4>,
+    ukernel_requant: Some(ukernel_zmm_indirect_requant::<6>),
 };
