@@ -165,6 +165,9 @@ pub struct Conv2d {
     params: Conv2dParams,
     engine: Engine,
     opts: ConvOptions,
+    /// The Winograd F(2×2, 3×3) engine, when eligible (exact AVX2 3×3 stride-1 pad-1 convs,
+    /// see [`crate::winograd`]); the GEMM weights are kept too (switch, epilogue constants).
+    wino: Option<Box<crate::winograd::WinogradWeights>>,
 }
 
 /// How a conv layer is computed.
@@ -264,6 +267,7 @@ impl Conv2d {
                 params,
                 engine,
                 opts: *opts,
+                wino: None,
             });
         }
         let geo = p.geometry(1, p.kernel_h, p.kernel_w);
@@ -280,10 +284,13 @@ impl Conv2d {
                 PackedWeights::with_options(&rows, ocg, geo.k_per_group(), &wq_g, b, &gopts)
             })
             .collect::<Result<Vec<_>>>()?;
+        let wino = crate::winograd::eligible(p, opts.isa, saturate, wq)
+            .then(|| Box::new(crate::winograd::WinogradWeights::new(p, w_oihw)));
         Ok(Conv2d {
             params,
             engine: Engine::Gemm(groups),
             opts: *opts,
+            wino,
         })
     }
 
@@ -359,6 +366,25 @@ impl Conv2d {
         };
         // The add's formula rule is PyTorch's one-thread rule on the flat NHWC index.
         let tail_from = n_out / 64 * 64;
+        if let Some(ww) = self.wino.as_deref()
+            && crate::winograd::winograd_enabled()
+        {
+            let out = &mut out[..n_out];
+            ww.run(
+                &groups[0],
+                self.opts.isa,
+                x,
+                (batch, h, w),
+                x_q,
+                out_q,
+                relu,
+                out,
+            );
+            if let Some((skip, ap)) = residual {
+                crate::ops::add_inplace_on(self.opts.isa, out, skip, &ap, tail_from);
+            }
+            return Ok(());
+        }
         let ocg = p.out_channels / p.groups;
         let m = batch * oh * ow;
         for (g, pw) in groups.iter().enumerate() {
@@ -415,6 +441,14 @@ impl Conv2d {
             && groups[0]
                 .igemm_kernel()
                 .is_some_and(|k| icg.is_multiple_of(k.gemm.kr))
+    }
+
+    /// Whether calls run on the exact integer Winograd F(2×2, 3×3) engine (packed for it: exact
+    /// AVX2, 3×3, stride 1, pad 1, dilation 1, one group, no weight zero point; and switched on:
+    /// [`crate::winograd::set_winograd_enabled`], `QKERNELS_WINOGRAD`).
+    #[doc(hidden)]
+    pub fn uses_winograd(&self) -> bool {
+        self.wino.is_some() && crate::winograd::winograd_enabled()
     }
 
     /// Whether this layer runs on the direct depthwise kernel (else: GEMM per group).

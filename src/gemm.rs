@@ -548,7 +548,7 @@ impl PackedWeights {
     /// cache when the previous call used the same ones (the usual case: a layer is called with
     /// fixed qparams). Identical values either way: the cache only stores what
     /// [`PackedWeights::requant_params`] returns.
-    fn epilogue_constants(
+    pub(crate) fn epilogue_constants(
         &self,
         a_q: QParams,
         out_q: QParams,

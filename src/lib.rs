@@ -23,6 +23,7 @@ pub mod ops;
 pub mod resnet18;
 pub mod validate;
 mod weight_arena;
+pub mod winograd;
 
 pub use error::{Error, Result};
 pub use qkernels_kernels::isa::{self, Isa};

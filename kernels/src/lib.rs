@@ -14,5 +14,6 @@ pub mod im2col;
 pub mod isa;
 pub mod ops;
 pub mod requant;
+pub mod winograd;
 
 pub use isa::Isa;

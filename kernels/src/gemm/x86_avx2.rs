@@ -116,7 +116,7 @@ unsafe fn store_row<const NV: usize>(
 /// [`pack_b_c2_i16::<{8·NV}>`]; the CPU supports AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn ukernel_exact<const MR: usize, const NV: usize>(
+pub(crate) unsafe fn ukernel_exact<const MR: usize, const NV: usize>(
     kc: usize,
     a: *const u8,
     b: *const u8,

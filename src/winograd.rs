@@ -1,0 +1,290 @@
+//! The exact integer Winograd F(2×2, 3×3) conv engine (exact AVX2 only): 3×3, stride 1, pad 1,
+//! dilation 1, one group, all weight zero points 0, `IC ≤ 1024`. Bit-exact with the GEMM path:
+//! the transforms and the proof are in [`qkernels_kernels::winograd`]; the requantization is the
+//! GEMM path's epilogue with the same constants ([`PackedWeights`]'s `col_term`, bias, mult).
+//!
+//! Run time, per call: the input is copied once into a zero-point-padded NHWC image of our own
+//! (`(2·⌈H/2⌉ + 2) × (2·⌈W/2⌉ + 2)` pixels, channels padded to 16 — the user's buffer is never
+//! read out of bounds), then bands of tile rows (sized so `V`, `M` and the output rows of a band
+//! stay in L2) are processed independently, in parallel on the rayon pool: input transform of
+//! every tile → 16 i16 GEMMs (`s16s16s32_gemm_avx2_6x16c2`) → output transform (>> 2) →
+//! requant epilogue row by row into the u8 output. A band writes only its own output rows, so
+//! the bytes do not depend on the thread count.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::conv::Conv2dParams;
+use crate::gemm::PackedWeights;
+use crate::{Isa, QParams, WeightQParams};
+use qkernels_kernels::requant::{Epilogue, RequantCols};
+use qkernels_kernels::winograd as wk;
+
+static WINOGRAD_ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Enables or disables the Winograd engine for the whole process (A/B measurements and tests;
+/// bytes are identical either way). `QKERNELS_WINOGRAD=0` turns it off too (read once).
+#[doc(hidden)]
+pub fn set_winograd_enabled(on: bool) {
+    WINOGRAD_ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether the Winograd engine is switched on (flag and `QKERNELS_WINOGRAD`).
+pub(crate) fn winograd_enabled() -> bool {
+    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    WINOGRAD_ENABLED.load(Ordering::Relaxed)
+        && *ENV.get_or_init(|| std::env::var("QKERNELS_WINOGRAD").map_or(true, |v| v != "0"))
+}
+
+/// Whether a layer packed with these options gets a Winograd engine (see module docs).
+pub(crate) fn eligible(p: &Conv2dParams, isa: Isa, saturate: bool, wq: &WeightQParams) -> bool {
+    isa == Isa::Avx2
+        && Isa::Avx2.is_supported()
+        && !saturate
+        && p.groups == 1
+        && (p.kernel_h, p.kernel_w) == (3, 3)
+        && (p.stride_h, p.stride_w) == (1, 1)
+        && (p.pad_h, p.pad_w) == (1, 1)
+        && (p.dilation_h, p.dilation_w) == (1, 1)
+        && p.in_channels <= 1024
+        && (0..p.out_channels).all(|o| wq.zero_point(o) == 0)
+}
+
+/// Transformed, packed weights (`U`, see [`qkernels_kernels::winograd`]).
+#[derive(Clone)]
+pub(crate) struct WinogradWeights {
+    u: Vec<i16>,
+    ic: usize,
+    oc: usize,
+    icp: usize,
+    ocp: usize,
+}
+
+impl std::fmt::Debug for WinogradWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WinogradWeights")
+            .field("ic", &self.ic)
+            .field("oc", &self.oc)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Target bytes of one band's scratch (`V`, `M`, output rows): half of a 1 MiB L2 and more.
+const BAND_BYTES: usize = 768 * 1024;
+
+#[derive(Default)]
+struct Scratch {
+    v: Vec<i16>,
+    m: Vec<i32>,
+    y: Vec<i32>,
+    zeros: Vec<i32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+}
+
+impl WinogradWeights {
+    /// Transforms OIHW `[OC, IC, 3, 3]` weights.
+    pub(crate) fn new(p: &Conv2dParams, w_oihw: &[i8]) -> WinogradWeights {
+        let (ic, oc) = (p.in_channels, p.out_channels);
+        WinogradWeights {
+            u: wk::pack_weights(w_oihw, oc, ic),
+            ic,
+            oc,
+            icp: wk::padded_channels(ic),
+            ocp: wk::padded_channels(oc),
+        }
+    }
+
+    /// Runs the conv (pad 1, so the output is `h × w`) into `out` (exactly
+    /// `batch·h·w·OC` bytes). `pw` holds the GEMM path's epilogue constants.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run(
+        &self,
+        pw: &PackedWeights,
+        isa: Isa,
+        x: &[u8],
+        (batch, h, w): (usize, usize, usize),
+        x_q: QParams,
+        out_q: QParams,
+        relu: bool,
+        out: &mut [u8],
+    ) {
+        let (ic, oc, icp, ocp) = (self.ic, self.oc, self.icp, self.ocp);
+        debug_assert_eq!(x.len(), batch * h * w * ic);
+        debug_assert_eq!(out.len(), batch * h * w * oc);
+        let (ty_n, tx_n) = (h.div_ceil(2), w.div_ceil(2));
+        let (hp, wp) = (2 * ty_n + 2, 2 * tx_n + 2);
+        // Zero-point-padded copy of the input (our buffer; pixel (iy, ix) at (iy+1, ix+1)).
+        let zx = x_q.zero_point as u8;
+        let mut img = vec![zx; batch * hp * wp * icp];
+        for b in 0..batch {
+            for iy in 0..h {
+                let src = &x[(b * h + iy) * w * ic..][..w * ic];
+                let dst = &mut img[((b * hp + iy + 1) * wp + 1) * icp..][..w * icp];
+                if icp == ic {
+                    dst.copy_from_slice(src);
+                } else {
+                    for (d, s) in dst.chunks_exact_mut(icp).zip(src.chunks_exact(ic)) {
+                        d[..ic].copy_from_slice(s);
+                    }
+                }
+            }
+        }
+        let (rq, col_term) = pw.epilogue_constants(x_q, out_q, relu);
+        let cols = RequantCols {
+            col_term: &col_term,
+            w_zp: None,
+            bias: rq.bias_acc.as_deref(),
+            mult: &rq.mult,
+            out_zp: rq.out_zp,
+            qmin: rq.qmin,
+            qmax: rq.qmax,
+        };
+        let epi = Epilogue::new(isa);
+        // Band height in tile rows: scratch within BAND_BYTES, at least 16 tiles (M tails).
+        let per_tile = 16 * icp * 2 + 16 * ocp * 4 + 4 * ocp * 4;
+        let k = (BAND_BYTES / (tx_n * per_tile))
+            .max(16usize.div_ceil(tx_n))
+            .clamp(1, ty_n);
+        let k = ty_n.div_ceil(ty_n.div_ceil(k)); // balanced bands
+        let band_out = 2 * k * w * oc;
+        let img = &img[..];
+        let cols = &cols;
+        let work = |(b, band, chunk): (usize, usize, &mut [u8])| {
+            SCRATCH.with(|s| {
+                let s = &mut *s.borrow_mut();
+                self.band(
+                    s,
+                    isa,
+                    &epi,
+                    cols,
+                    img,
+                    (b, hp, wp),
+                    band * k,
+                    tx_n,
+                    w,
+                    chunk,
+                )
+            })
+        };
+        let items: Vec<(usize, usize, &mut [u8])> = out
+            .chunks_mut(h * w * oc)
+            .enumerate()
+            .flat_map(|(b, img_out)| {
+                img_out
+                    .chunks_mut(band_out)
+                    .enumerate()
+                    .map(move |(i, c)| (b, i, c))
+            })
+            .collect();
+        if rayon::current_num_threads() > 1 && items.len() > 1 {
+            use rayon::prelude::*;
+            items.into_par_iter().for_each(work);
+        } else {
+            items.into_iter().for_each(work);
+        }
+    }
+
+    /// One band: tile rows `ty0 ..` of image `b` covering the output rows in `chunk`.
+    #[allow(clippy::too_many_arguments)]
+    fn band(
+        &self,
+        s: &mut Scratch,
+        isa: Isa,
+        epi: &Epilogue,
+        cols: &RequantCols<'_>,
+        img: &[u8],
+        (b, hp, wp): (usize, usize, usize),
+        ty0: usize,
+        tx_n: usize,
+        w: usize,
+        chunk: &mut [u8],
+    ) {
+        let (oc, icp, ocp) = (self.oc, self.icp, self.ocp);
+        let out_rows = chunk.len() / (w * oc);
+        let band_ty = out_rows.div_ceil(2);
+        let t_n = band_ty * tx_n;
+        let tp = t_n.div_ceil(wk::MR) * wk::MR;
+        grow(&mut s.v, 16 * tp * icp);
+        grow(&mut s.m, tp * 16 * ocp);
+        let ld_y = 2 * tx_n * ocp;
+        grow(&mut s.y, 2 * band_ty * ld_y);
+        grow(&mut s.zeros, w);
+        // Input transform: V[ξ][t][c].
+        let ld_row = wp * icp;
+        for t in 0..t_n {
+            let (ty, tx) = (ty0 + t / tx_n, t % tx_n);
+            let base = ((b * hp + 2 * ty) * wp + 2 * tx) * icp;
+            wk::input_tile(isa, img, base, ld_row, icp, &mut s.v[t * icp..], tp * icp);
+        }
+        // 16 GEMMs M[t][ξ][·] = V[ξ][t][·] · U[ξ].
+        let panels = ocp / wk::NR;
+        let use_avx2 = cfg!(target_arch = "x86_64") && Isa::Avx2.is_supported();
+        for xi in 0..16 {
+            for p in 0..panels {
+                let bo = (xi * panels + p) * icp * wk::NR;
+                let bpanel = &self.u[bo..bo + icp * wk::NR];
+                for t0 in (0..t_n).step_by(wk::MR) {
+                    let mr = wk::MR.min(t_n - t0);
+                    let a = &s.v[(xi * tp + t0) * icp..][..wk::MR * icp];
+                    let co = (t0 * 16 + xi) * ocp + p * wk::NR;
+                    let c = &mut s.m[co..(t0 + mr - 1) * 16 * ocp + xi * ocp + p * wk::NR + wk::NR];
+                    if use_avx2 {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: AVX2 checked; `a` holds MR rows of `icp`, `bpanel` one c2
+                        // panel of `icp` K, `c` covers rows `< mr` (stride 16·ocp) × 16 columns.
+                        unsafe {
+                            wk::s16s16s32_gemm_avx2_6x16c2(
+                                icp,
+                                a.as_ptr(),
+                                bpanel.as_ptr(),
+                                c.as_mut_ptr(),
+                                16 * ocp,
+                                mr,
+                                wk::NR,
+                            )
+                        };
+                    } else {
+                        wk::s16s16s32_gemm_scalar(icp, a, bpanel, c, 16 * ocp, mr, wk::NR);
+                    }
+                }
+            }
+        }
+        // Output transform into output rows of i32 (2 per tile row, 2·tx_n pixels of ocp).
+        for t in 0..t_n {
+            let (tyl, tx) = (t / tx_n, t % tx_n);
+            let o0 = 2 * tyl * ld_y + 2 * tx * ocp;
+            wk::output_tile(
+                isa,
+                &s.m[t * 16 * ocp..][..16 * ocp],
+                ocp,
+                &mut s.y,
+                [o0, o0 + ld_y],
+            );
+        }
+        // Requantize each output row (w pixels) into the u8 output.
+        for (r, row) in chunk.chunks_exact_mut(w * oc).enumerate() {
+            // SAFETY: `row` is an exclusive slice of exactly `w` pixels × `oc` bytes.
+            unsafe {
+                epi.requant_tile_raw(
+                    &s.y[r * ld_y..],
+                    ocp,
+                    w,
+                    oc,
+                    &s.zeros[..w],
+                    cols,
+                    row.as_mut_ptr(),
+                    oc,
+                )
+            };
+        }
+    }
+}
