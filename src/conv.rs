@@ -367,7 +367,7 @@ impl Conv2d {
         // The add's formula rule is PyTorch's one-thread rule on the flat NHWC index.
         let tail_from = n_out / 64 * 64;
         if let Some(ww) = self.wino.as_deref()
-            && crate::winograd::winograd_enabled()
+            && self.uses_winograd(batch, h, w)
         {
             let out = &mut out[..n_out];
             ww.run(
@@ -443,12 +443,15 @@ impl Conv2d {
                 .is_some_and(|k| icg.is_multiple_of(k.gemm.kr))
     }
 
-    /// Whether calls run on the exact integer Winograd F(2×2, 3×3) engine (packed for it: exact
+    /// Whether a call runs on the exact integer Winograd F(2×2, 3×3) engine (packed for it: exact
     /// AVX2, 3×3, stride 1, pad 1, dilation 1, one group, no weight zero point; and switched on:
-    /// [`crate::winograd::set_winograd_enabled`], `QKERNELS_WINOGRAD`).
+    /// [`crate::winograd::set_winograd_enabled`], `QKERNELS_WINOGRAD`) for a `batch × h × w`
+    /// input with enough 2×2 output tiles ([`crate::winograd::set_winograd_min_tiles`]).
     #[doc(hidden)]
-    pub fn uses_winograd(&self) -> bool {
-        self.wino.is_some() && crate::winograd::winograd_enabled()
+    pub fn uses_winograd(&self, batch: usize, h: usize, w: usize) -> bool {
+        self.wino.is_some()
+            && crate::winograd::winograd_enabled()
+            && crate::winograd::worth_it(batch, h, w)
     }
 
     /// Whether this layer runs on the direct depthwise kernel (else: GEMM per group).

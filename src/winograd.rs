@@ -12,7 +12,7 @@
 //! the bytes do not depend on the thread count.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::conv::Conv2dParams;
 use crate::gemm::PackedWeights;
@@ -27,6 +27,24 @@ static WINOGRAD_ENABLED: AtomicBool = AtomicBool::new(true);
 #[doc(hidden)]
 pub fn set_winograd_enabled(on: bool) {
     WINOGRAD_ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Fewest 2×2 tiles (`batch·⌈H/2⌉·⌈W/2⌉`) a call needs to run on the Winograd engine. Below
+/// it the transformed weights (16/9 of the GEMM's bytes) are reused too few times: ResNet-18's
+/// 7×7×512 stage (16 tiles) measured 1.41 ms against 1.14 ms on the GEMM path, the 14×14×256
+/// stage (49 tiles) 0.87 against 1.15 ms (AVX2, one thread).
+static MIN_TILES: AtomicUsize = AtomicUsize::new(36);
+
+/// Sets the fewest tiles a call needs to run on the Winograd engine (tests use 0 to cover
+/// every size; default 36).
+#[doc(hidden)]
+pub fn set_winograd_min_tiles(n: usize) {
+    MIN_TILES.store(n, Ordering::Relaxed);
+}
+
+/// Whether a `batch × h × w` call (pad 1, stride 1: output `h × w`) is large enough.
+pub(crate) fn worth_it(batch: usize, h: usize, w: usize) -> bool {
+    batch * h.div_ceil(2) * w.div_ceil(2) >= MIN_TILES.load(Ordering::Relaxed)
 }
 
 /// Whether the Winograd engine is switched on (flag and `QKERNELS_WINOGRAD`).
@@ -69,8 +87,11 @@ impl std::fmt::Debug for WinogradWeights {
     }
 }
 
-/// Target bytes of one band's scratch (`V`, `M`, output rows): half of a 1 MiB L2 and more.
+/// Target bytes of one band's scratch (`V`, one block's `M` and output rows): ¾ of a 1 MiB L2.
 const BAND_BYTES: usize = 768 * 1024;
+
+/// Output channels per block: `M` of one block (`tiles·16·NB` i32) stays in L2.
+const NB: usize = 64;
 
 #[derive(Default)]
 struct Scratch {
@@ -117,7 +138,7 @@ impl WinogradWeights {
         relu: bool,
         out: &mut [u8],
     ) {
-        let (ic, oc, icp, ocp) = (self.ic, self.oc, self.icp, self.ocp);
+        let (ic, oc, icp) = (self.ic, self.oc, self.icp);
         debug_assert_eq!(x.len(), batch * h * w * ic);
         debug_assert_eq!(out.len(), batch * h * w * oc);
         let (ty_n, tx_n) = (h.div_ceil(2), w.div_ceil(2));
@@ -149,10 +170,15 @@ impl WinogradWeights {
             qmax: rq.qmax,
         };
         let epi = Epilogue::new(isa);
-        // Band height in tile rows: scratch within BAND_BYTES, at least 16 tiles (M tails).
-        let per_tile = 16 * icp * 2 + 16 * ocp * 4 + 4 * ocp * 4;
+        // Band height in tile rows: the band's scratch (`V`, `M` and output rows of one block
+        // of NB channels) within BAND_BYTES, at least 16 tiles (M tails), and at least as
+        // many bands as threads.
+        let threads = rayon::current_num_threads();
+        let nb = NB.min(self.ocp);
+        let per_tile = 16 * icp * 2 + 16 * nb * 4 + 4 * nb * 4;
         let k = (BAND_BYTES / (tx_n * per_tile))
             .max(16usize.div_ceil(tx_n))
+            .min(ty_n.div_ceil(threads))
             .clamp(1, ty_n);
         let k = ty_n.div_ceil(ty_n.div_ceil(k)); // balanced bands
         let band_out = 2 * k * w * oc;
@@ -214,8 +240,9 @@ impl WinogradWeights {
         let t_n = band_ty * tx_n;
         let tp = t_n.div_ceil(wk::MR) * wk::MR;
         grow(&mut s.v, 16 * tp * icp);
-        grow(&mut s.m, tp * 16 * ocp);
-        let ld_y = 2 * tx_n * ocp;
+        let nb_max = NB.min(ocp);
+        grow(&mut s.m, tp * 16 * nb_max);
+        let ld_y = 2 * tx_n * nb_max;
         grow(&mut s.y, 2 * band_ty * ld_y);
         grow(&mut s.zeros, w);
         // Input transform: V[ξ][t][c].
@@ -225,66 +252,78 @@ impl WinogradWeights {
             let base = ((b * hp + 2 * ty) * wp + 2 * tx) * icp;
             wk::input_tile(isa, img, base, ld_row, icp, &mut s.v[t * icp..], tp * icp);
         }
-        // 16 GEMMs M[t][ξ][·] = V[ξ][t][·] · U[ξ].
-        let panels = ocp / wk::NR;
         let use_avx2 = cfg!(target_arch = "x86_64") && Isa::Avx2.is_supported();
-        for xi in 0..16 {
-            for p in 0..panels {
-                let bo = (xi * panels + p) * icp * wk::NR;
-                let bpanel = &self.u[bo..bo + icp * wk::NR];
-                for t0 in (0..t_n).step_by(wk::MR) {
-                    let mr = wk::MR.min(t_n - t0);
-                    let a = &s.v[(xi * tp + t0) * icp..][..wk::MR * icp];
-                    let co = (t0 * 16 + xi) * ocp + p * wk::NR;
-                    let c = &mut s.m[co..(t0 + mr - 1) * 16 * ocp + xi * ocp + p * wk::NR + wk::NR];
-                    if use_avx2 {
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: AVX2 checked; `a` holds MR rows of `icp`, `bpanel` one c2
-                        // panel of `icp` K, `c` covers rows `< mr` (stride 16·ocp) × 16 columns.
-                        unsafe {
-                            wk::s16s16s32_gemm_avx2_6x16c2(
-                                icp,
-                                a.as_ptr(),
-                                bpanel.as_ptr(),
-                                c.as_mut_ptr(),
-                                16 * ocp,
-                                mr,
-                                wk::NR,
-                            )
-                        };
-                    } else {
-                        wk::s16s16s32_gemm_scalar(icp, a, bpanel, c, 16 * ocp, mr, wk::NR);
+        for j0 in (0..ocp).step_by(NB) {
+            let nb = NB.min(ocp - j0);
+            // 16 GEMMs M[t][ξ][·] = V[ξ][t][·] · U[ξ] for columns j0 .. j0 + nb.
+            let panels = ocp / wk::NR;
+            for xi in 0..16 {
+                for p in j0 / wk::NR..(j0 + nb) / wk::NR {
+                    let bo = (xi * panels + p) * icp * wk::NR;
+                    let bpanel = &self.u[bo..bo + icp * wk::NR];
+                    let pc = (p * wk::NR - j0) + xi * nb;
+                    for t0 in (0..t_n).step_by(wk::MR) {
+                        let mr = wk::MR.min(t_n - t0);
+                        let a = &s.v[(xi * tp + t0) * icp..][..wk::MR * icp];
+                        let c = &mut s.m[t0 * 16 * nb + pc..(t0 + mr - 1) * 16 * nb + pc + wk::NR];
+                        if use_avx2 {
+                            #[cfg(target_arch = "x86_64")]
+                            // SAFETY: AVX2 checked; `a` holds MR rows of `icp`, `bpanel` one c2
+                            // panel of `icp` K, `c` covers rows `< mr` (stride 16·nb) × 16
+                            // columns.
+                            unsafe {
+                                wk::s16s16s32_gemm_avx2_6x16c2(
+                                    icp,
+                                    a.as_ptr(),
+                                    bpanel.as_ptr(),
+                                    c.as_mut_ptr(),
+                                    16 * nb,
+                                    mr,
+                                    wk::NR,
+                                )
+                            };
+                        } else {
+                            wk::s16s16s32_gemm_scalar(icp, a, bpanel, c, 16 * nb, mr, wk::NR);
+                        }
                     }
                 }
             }
-        }
-        // Output transform into output rows of i32 (2 per tile row, 2·tx_n pixels of ocp).
-        for t in 0..t_n {
-            let (tyl, tx) = (t / tx_n, t % tx_n);
-            let o0 = 2 * tyl * ld_y + 2 * tx * ocp;
-            wk::output_tile(
-                isa,
-                &s.m[t * 16 * ocp..][..16 * ocp],
-                ocp,
-                &mut s.y,
-                [o0, o0 + ld_y],
-            );
-        }
-        // Requantize each output row (w pixels) into the u8 output.
-        for (r, row) in chunk.chunks_exact_mut(w * oc).enumerate() {
-            // SAFETY: `row` is an exclusive slice of exactly `w` pixels × `oc` bytes.
-            unsafe {
-                epi.requant_tile_raw(
-                    &s.y[r * ld_y..],
-                    ocp,
-                    w,
-                    oc,
-                    &s.zeros[..w],
-                    cols,
-                    row.as_mut_ptr(),
-                    oc,
-                )
+            // Output transform into output rows of i32 (2 per tile row, 2·tx_n pixels of nb).
+            let ld_y = 2 * tx_n * nb;
+            for t in 0..t_n {
+                let (tyl, tx) = (t / tx_n, t % tx_n);
+                let o0 = 2 * tyl * ld_y + 2 * tx * nb;
+                let m = &s.m[t * 16 * nb..][..16 * nb];
+                wk::output_tile(isa, m, nb, nb, &mut s.y, [o0, o0 + ld_y], nb);
+            }
+            // Requantize columns j0 .. j0 + nb (∩ oc) of each output row (w pixels).
+            let n = nb.min(oc.saturating_sub(j0));
+            if n == 0 {
+                continue;
+            }
+            let cj = RequantCols {
+                col_term: &cols.col_term[j0..j0 + n],
+                w_zp: None,
+                bias: cols.bias.map(|b| &b[j0..j0 + n]),
+                mult: &cols.mult[j0..j0 + n],
+                ..*cols
             };
+            for (r, row) in chunk.chunks_exact_mut(w * oc).enumerate() {
+                // SAFETY: `row` is an exclusive slice of exactly `w` pixels × `oc` bytes;
+                // columns `j0 .. j0 + n ≤ oc` of each pixel are written.
+                unsafe {
+                    epi.requant_tile_raw(
+                        &s.y[r * ld_y..],
+                        nb,
+                        w,
+                        n,
+                        &s.zeros[..w],
+                        &cj,
+                        row.as_mut_ptr().add(j0),
+                        oc,
+                    )
+                };
+            }
         }
     }
 }

@@ -82,8 +82,9 @@ fn run_case(rng: &mut StdRng, ic: usize, oc: usize, batch: usize, h: usize, w: u
         let conv = Conv2d::with_options(p, &wts, &wq, bias.as_deref(), &opts).unwrap();
         for on in [true, false] {
             qkernels::winograd::set_winograd_enabled(on);
-            assert_eq!(conv.uses_winograd(), on && isa == Isa::Avx2, "{isa}");
-            used |= conv.uses_winograd();
+            let uses = conv.uses_winograd(batch, h, w);
+            assert_eq!(uses, on && isa == Isa::Avx2, "{isa}");
+            used |= uses;
             for threads in [1, 2] {
                 let what = format!(
                     "ic {ic} oc {oc} batch {batch} {h}x{w} isa {isa} wino {on} threads {threads} zx {zx}"
@@ -115,6 +116,8 @@ fn winograd_matches_reference_and_gemm() {
         eprintln!("note: AVX2 not supported on this CPU; Winograd tests skipped");
         return;
     }
+    // Every size on the engine (its default skips calls with few tiles).
+    qkernels::winograd::set_winograd_min_tiles(0);
     let mut rng = StdRng::seed_from_u64(0x3147_0007);
     let mut cases = 0;
     let sizes = [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 14];
@@ -152,7 +155,7 @@ fn winograd_matches_reference_and_gemm() {
         },
     )
     .unwrap();
-    assert!(!c.uses_winograd());
+    assert!(!c.uses_winograd(1, 9, 9));
     for p in [
         Conv2dParams::square(8, 8, 3, 2, 1),
         Conv2dParams::square(8, 8, 3, 1, 0),
@@ -168,9 +171,22 @@ fn winograd_matches_reference_and_gemm() {
             },
         )
         .unwrap();
-        assert!(!c.uses_winograd());
+        assert!(!c.uses_winograd(1, 9, 9));
     }
     assert!(cases >= 23);
+    qkernels::winograd::set_winograd_min_tiles(36);
+    let c = Conv2d::with_options(
+        Conv2dParams::square(8, 8, 3, 1, 1),
+        &[1; 8 * 8 * 9],
+        &WeightQParams::per_tensor(0.01, 0),
+        None,
+        &ConvOptions {
+            isa: Isa::Avx2,
+            accumulation: Accumulation::Exact,
+        },
+    )
+    .unwrap();
+    assert!(!c.uses_winograd(1, 7, 7) && c.uses_winograd(1, 14, 14));
 }
 
 #[test]

@@ -31,7 +31,8 @@
 //!   the c2 i16 `B` layout of the exact AVX2 GEMM kernel (`pack_b_c2_i16::<16>`);
 //! * `V`: `[ξ][tile][ICp]` i16 — for each `ξ` a row-major `A` whose 6-row panels are read in
 //!   place by the GEMM kernel (row `i` at `2·i·ICp` bytes);
-//! * `M`: `[tile][ξ][OCp]` i32 (the GEMM writes row `t` of product `ξ` at `(16t + ξ)·OCp`).
+//! * `M`: per block of `NB` output channels, `[tile][ξ][NB]` i32 (the GEMM writes row `t` of
+//!   product `ξ` at `(16t + ξ)·NB`).
 
 use crate::isa::Isa;
 
@@ -232,21 +233,30 @@ unsafe fn input_tile_avx2(img: *const u8, ld_row: usize, icp: usize, v: *mut i16
     }
 }
 
-/// Output transform of one tile: `m[ξ·ocp + j]` (the 16 products of the tile, `ocp` a multiple
-/// of 16) → the 2×2 outputs `(Aᵀ M A) >> 2` (wrapping adds, exact: module docs), pixel `(dy,
-/// dx)` written at `y[off[dy] + dx·ocp + j]` for `j < ocp`.
-pub fn output_tile(isa: Isa, m: &[i32], ocp: usize, y: &mut [i32], off: [usize; 2]) {
-    assert!(ocp.is_multiple_of(16) && m.len() >= 16 * ocp);
-    assert!(off[0] + 2 * ocp <= y.len() && off[1] + 2 * ocp <= y.len());
+/// Output transform of one tile: `m[ξ·ld_xi + j]` (the 16 products of the tile, `n` columns, a
+/// multiple of 8) → the 2×2 outputs `(Aᵀ M A) >> 2` (wrapping adds, exact: module docs), pixel
+/// `(dy, dx)` written at `y[off[dy] + dx·ld_px + j]` for `j < n`.
+pub fn output_tile(
+    isa: Isa,
+    m: &[i32],
+    ld_xi: usize,
+    n: usize,
+    y: &mut [i32],
+    off: [usize; 2],
+    ld_px: usize,
+) {
+    assert!(n.is_multiple_of(8) && ld_xi >= n && ld_px >= n);
+    assert!(m.len() >= 15 * ld_xi + n);
+    assert!(off[0] + ld_px + n <= y.len() && off[1] + ld_px + n <= y.len());
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && Isa::Avx2.is_supported() {
         // SAFETY: AVX2 checked; accesses inside the bounds asserted above.
-        unsafe { output_tile_avx2(m.as_ptr(), ocp, y.as_mut_ptr(), off) };
+        unsafe { output_tile_avx2(m.as_ptr(), ld_xi, n, y.as_mut_ptr(), off, ld_px) };
         return;
     }
     let _ = isa;
-    for j in 0..ocp {
-        let g = |xi: usize| m[xi * ocp + j];
+    for j in 0..n {
+        let g = |xi: usize| m[xi * ld_xi + j];
         let mut s = [[0i32; 4]; 2]; // Aᵀ M
         for c in 0..4 {
             s[0][c] = g(c).wrapping_add(g(4 + c)).wrapping_add(g(8 + c));
@@ -256,22 +266,29 @@ pub fn output_tile(isa: Isa, m: &[i32], ocp: usize, y: &mut [i32], off: [usize; 
             let y0 = r[0].wrapping_add(r[1]).wrapping_add(r[2]);
             let y1 = r[1].wrapping_sub(r[2]).wrapping_sub(r[3]);
             y[off[dy] + j] = y0 >> 2;
-            y[off[dy] + ocp + j] = y1 >> 2;
+            y[off[dy] + ld_px + j] = y1 >> 2;
         }
     }
 }
 
 /// # Safety
-/// AVX2; `m` readable for `16·ocp` i32, `y` writable at `off[dy] + x` for `x < 2·ocp`;
-/// `ocp % 8 == 0`.
+/// AVX2; `m` readable at `ξ·ld_xi + j` for `ξ < 16`, `j < n`; `y` writable at
+/// `off[dy] + dx·ld_px + j` for `dy, dx < 2`, `j < n`; `n % 8 == 0`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn output_tile_avx2(m: *const i32, ocp: usize, y: *mut i32, off: [usize; 2]) {
+unsafe fn output_tile_avx2(
+    m: *const i32,
+    ld_xi: usize,
+    n: usize,
+    y: *mut i32,
+    off: [usize; 2],
+    ld_px: usize,
+) {
     use std::arch::x86_64::*;
     let mut j = 0;
-    while j < ocp {
-        // SAFETY: product ξ < 16, channels j..j+8 < ocp (caller's contract).
-        let g = |xi: usize| unsafe { _mm256_loadu_si256(m.add(xi * ocp + j) as *const __m256i) };
+    while j < n {
+        // SAFETY: product ξ < 16, columns j..j+8 < n (caller's contract).
+        let g = |xi: usize| unsafe { _mm256_loadu_si256(m.add(xi * ld_xi + j) as *const __m256i) };
         let mut s = [[_mm256_setzero_si256(); 4]; 2];
         for c in 0..4 {
             let (a, b, cc, d) = (g(c), g(4 + c), g(8 + c), g(12 + c));
@@ -281,14 +298,14 @@ unsafe fn output_tile_avx2(m: *const i32, ocp: usize, y: *mut i32, off: [usize; 
         for (dy, r) in s.iter().enumerate() {
             let y0 = _mm256_add_epi32(_mm256_add_epi32(r[0], r[1]), r[2]);
             let y1 = _mm256_sub_epi32(_mm256_sub_epi32(r[1], r[2]), r[3]);
-            // SAFETY: pixel dx = 0, 1 of row dy, channels j..j+8 (caller's contract).
+            // SAFETY: pixel dx = 0, 1 of row dy, columns j..j+8 (caller's contract).
             unsafe {
                 _mm256_storeu_si256(
                     y.add(off[dy] + j) as *mut __m256i,
                     _mm256_srai_epi32::<2>(y0),
                 );
                 _mm256_storeu_si256(
-                    y.add(off[dy] + ocp + j) as *mut __m256i,
+                    y.add(off[dy] + ld_px + j) as *mut __m256i,
                     _mm256_srai_epi32::<2>(y1),
                 );
             }
@@ -326,7 +343,7 @@ mod tests {
                 m[xi * 16] = i32::from(u[xi]) * i32::from(v[xi * 16]);
             }
             let mut y = vec![0i32; 64];
-            output_tile(Isa::Scalar, &m, 16, &mut y, [0, 32]);
+            output_tile(Isa::Scalar, &m, 16, 16, &mut y, [0, 32], 16);
             for oy in 0..2 {
                 for ox in 0..2 {
                     let want: i32 = (0..9)
