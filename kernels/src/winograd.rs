@@ -152,6 +152,7 @@ pub unsafe fn s16s16s32_gemm_avx2_6x16c2(
 /// Input transform of one tile: `d` = the 4×4 patch whose pixel `(r, s)` starts at
 /// `img[base + r·ld_row + s·icp]` (`icp` u8 channels, a multiple of 16); writes
 /// `V[ξ] = (Bᵀ d B)[ξ]` at `v[ξ·ld_xi + c]` for `c < icp`.
+#[allow(clippy::needless_range_loop)] // matrix formulas read best indexed
 pub fn input_tile(
     isa: Isa,
     img: &[u8],
@@ -199,6 +200,7 @@ pub fn input_tile(
 /// `ξ·ld_xi + c` for `ξ < 16`, `c < icp`; `icp % 16 == 0`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[allow(clippy::needless_range_loop)] // matrix formulas read best indexed
 unsafe fn input_tile_avx2(img: *const u8, ld_row: usize, icp: usize, v: *mut i16, ld_xi: usize) {
     use std::arch::x86_64::*;
     let mut c = 0;
@@ -236,6 +238,7 @@ unsafe fn input_tile_avx2(img: *const u8, ld_row: usize, icp: usize, v: *mut i16
 /// Output transform of one tile: `m[ξ·ld_xi + j]` (the 16 products of the tile, `n` columns, a
 /// multiple of 8) → the 2×2 outputs `(Aᵀ M A) >> 2` (wrapping adds, exact: module docs), pixel
 /// `(dy, dx)` written at `y[off[dy] + dx·ld_px + j]` for `j < n`.
+#[allow(clippy::needless_range_loop)] // matrix formulas read best indexed
 pub fn output_tile(
     isa: Isa,
     m: &[i32],
@@ -276,6 +279,7 @@ pub fn output_tile(
 /// `off[dy] + dx·ld_px + j` for `dy, dx < 2`, `j < n`; `n % 8 == 0`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[allow(clippy::needless_range_loop)] // matrix formulas read best indexed
 unsafe fn output_tile_avx2(
     m: *const i32,
     ld_xi: usize,
