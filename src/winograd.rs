@@ -104,6 +104,8 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// The padded input image of the calling thread's last call (see [`WinogradWeights::run`]).
+    static IMG: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
@@ -144,9 +146,14 @@ impl WinogradWeights {
         debug_assert_eq!(out.len(), batch * h * w * oc);
         let (ty_n, tx_n) = (h.div_ceil(2), w.div_ceil(2));
         let (hp, wp) = (2 * ty_n + 2, 2 * tx_n + 2);
-        // Zero-point-padded copy of the input (our buffer; pixel (iy, ix) at (iy+1, ix+1)).
+        // Zero-point-padded copy of the input (our buffer; pixel (iy, ix) at (iy+1, ix+1)),
+        // in a per-thread buffer kept between calls (taken out while in use, so a nested call
+        // on this thread — a rayon worker running another conv while it waits — gets a fresh one).
         let zx = x_q.zero_point as u8;
-        let mut img = vec![zx; batch * hp * wp * icp];
+        let mut img_buf = IMG.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        img_buf.clear();
+        img_buf.resize(batch * hp * wp * icp, zx);
+        let img = &mut img_buf[..];
         for b in 0..batch {
             for iy in 0..h {
                 let src = &x[(b * h + iy) * w * ic..][..w * ic];
@@ -183,7 +190,7 @@ impl WinogradWeights {
             .clamp(1, ty_n);
         let k = ty_n.div_ceil(ty_n.div_ceil(k)); // balanced bands
         let band_out = 2 * k * w * oc;
-        let img = &img[..];
+        let img = &*img;
         let cols = &cols;
         let work = |(b, band, chunk): (usize, usize, &mut [u8])| {
             SCRATCH.with(|s| {
@@ -219,6 +226,7 @@ impl WinogradWeights {
         } else {
             items.into_iter().for_each(work);
         }
+        IMG.with(|b| *b.borrow_mut() = img_buf);
     }
 
     /// One band: tile rows `ty0 ..` of image `b` covering the output rows in `chunk`.
