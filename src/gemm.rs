@@ -142,34 +142,15 @@ impl Indirect<'_> {
     ) -> bool {
         let g = &self.geo;
         debug_assert!((1..=mr).contains(&rows) && tap_off.len() == self.taps());
-        let span_h = (g.kernel_h - 1) * g.dilation_h;
-        let span_w = (g.kernel_w - 1) * g.dilation_w;
         let len = tap_off[tap_off.len() - 1] + self.ic;
         let start = dst.len();
-        let (mut b, rem) = (row0 / (self.oh * self.ow), row0 % (self.oh * self.ow));
-        let (mut oy, mut ox) = (rem / self.ow, rem % self.ow);
-        for _ in 0..rows {
-            let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
-            let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
-            if iy0 < 0
-                || ix0 < 0
-                || iy0 as usize + span_h >= g.in_h
-                || ix0 as usize + span_w >= g.in_w
-            {
+        for (img, iy0, ix0, inside) in self.windows(row0, rows) {
+            if !inside {
                 dst.truncate(start);
                 return false;
             }
-            let base = ((b * g.in_h + iy0 as usize) * g.in_w + ix0 as usize) * g.in_c + self.c0;
+            let base = ((img + iy0 as usize) * g.in_w + ix0 as usize) * g.in_c + self.c0;
             dst.push(self.x[base..base + len].as_ptr());
-            ox += 1;
-            if ox == self.ow {
-                ox = 0;
-                oy += 1;
-                if oy == self.oh {
-                    oy = 0;
-                    b += 1;
-                }
-            }
         }
         let last = dst[dst.len() - 1];
         dst.resize(start + mr, last);
@@ -198,21 +179,8 @@ impl Indirect<'_> {
         let start = dst.len();
         dst.resize(start + taps * mr, zero.as_ptr());
         let out = &mut dst[start..];
-        let (mut b, rem) = (row0 / (self.oh * self.ow), row0 % (self.oh * self.ow));
-        let (mut oy, mut ox) = (rem / self.ow, rem % self.ow);
-        let (span_h, span_w) = (
-            (g.kernel_h - 1) * g.dilation_h,
-            (g.kernel_w - 1) * g.dilation_w,
-        );
-        for i in 0..rows {
-            let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
-            let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
-            let img = b * g.in_h;
-            if iy0 >= 0
-                && ix0 >= 0
-                && iy0 as usize + span_h < g.in_h
-                && ix0 as usize + span_w < g.in_w
-            {
+        for (i, (img, iy0, ix0, inside)) in self.windows(row0, rows).enumerate() {
+            if inside {
                 // Interior pixel: every tap inside; one bounds check for the whole window.
                 let base = ((img + iy0 as usize) * g.in_w + ix0 as usize) * g.in_c + self.c0;
                 let last = tap_off[taps - 1];
@@ -237,16 +205,39 @@ impl Indirect<'_> {
                     }
                 }
             }
-            ox += 1;
-            if ox == self.ow {
-                ox = 0;
-                oy += 1;
-                if oy == self.oh {
-                    oy = 0;
-                    b += 1;
-                }
-            }
         }
+    }
+
+    /// The window origins of the output pixels of A rows `row0 .. row0 + rows`, in order:
+    /// `(b·in_h, iy0, ix0, inside)` — image row offset, top-left input coordinates (may be
+    /// negative: padding) and whether the whole window lies inside the image.
+    fn windows(
+        &self,
+        row0: usize,
+        rows: usize,
+    ) -> impl Iterator<Item = (usize, isize, isize, bool)> + '_ {
+        let g = &self.geo;
+        let span_h = (g.kernel_h - 1) * g.dilation_h;
+        let span_w = (g.kernel_w - 1) * g.dilation_w;
+        let rem = row0 % (self.oh * self.ow);
+        let mut pos = (row0 / (self.oh * self.ow), rem / self.ow, rem % self.ow);
+        (0..rows).map(move |_| {
+            let (b, oy, ox) = pos;
+            let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
+            let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
+            let inside = iy0 >= 0
+                && ix0 >= 0
+                && iy0 as usize + span_h < g.in_h
+                && ix0 as usize + span_w < g.in_w;
+            pos = if ox + 1 < self.ow {
+                (b, oy, ox + 1)
+            } else if oy + 1 < self.oh {
+                (b, oy + 1, 0)
+            } else {
+                (b + 1, 0, 0)
+            };
+            (b * g.in_h, iy0, ix0, inside)
+        })
     }
 }
 

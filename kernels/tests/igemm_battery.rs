@@ -5,7 +5,7 @@
 //! Window mode (`tap_off` non-null): one exactly-sized window buffer per row, taps at random
 //! ascending offsets inside it, unused tail rows repeating the last row's window.
 
-use qkernels_kernels::gemm::{Prefetch, all_igemm_kernels};
+use qkernels_kernels::gemm::{IgemmKernel, Prefetch, all_igemm_kernels};
 use qkernels_kernels::isa;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -25,7 +25,6 @@ fn igemm_tiles_match_reference() {
             for &ic in &[4usize, 8, 64, 68] {
                 for m in 1..=g.mr {
                     let n = [1, 17, g.nr - 1, g.nr][rng.gen_range(0..4)];
-                    let k = taps * ic;
                     let pad: u8 = rng.r#gen();
                     let zero = vec![pad; ic];
                     // bufs[t][i]: row i's tap t (None = padding).
@@ -57,42 +56,12 @@ fn igemm_tiles_match_reference() {
                             })
                         })
                         .collect::<Vec<u8>>();
-                    let w: Vec<i8> = (0..n * k).map(|_| rng.r#gen()).collect();
-                    let mut pb = vec![0u8; (g.b_panel_bytes)(k)];
-                    (g.pack_b)(&w, k, n, k, &mut pb);
-                    let ldc = n + 3;
-                    let mut c = vec![i32::MIN; m * ldc];
-                    // SAFETY: `ind` holds taps·MR pointers to `ic`-byte buffers, `ic % 4 == 0`,
-                    // `pb` is the companion's B panel for K = taps·ic, `c` has m rows of
-                    // stride ldc ≥ n, 1 ≤ m ≤ MR, 1 ≤ n ≤ NR, and the ISA is supported.
-                    unsafe {
-                        (ik.ukernel)(
-                            taps,
-                            ic,
-                            ind.as_ptr(),
-                            std::ptr::null(),
-                            pb.as_ptr(),
-                            c.as_mut_ptr(),
-                            ldc,
-                            m,
-                            n,
-                            Prefetch::NONE,
-                        )
+                    // `ind` holds taps·MR pointers to `ic`-byte buffers (null tap table).
+                    let ind = Ind {
+                        ptrs: &ind,
+                        tap_off: std::ptr::null(),
                     };
-                    let want = qkernels_ref::matmul_u8s8s32_ref(m, n, k, &a, &w, false);
-                    for i in 0..m {
-                        assert_eq!(
-                            &c[i * ldc..i * ldc + n],
-                            &want[i * n..(i + 1) * n],
-                            "{} taps {taps} ic {ic} m {m} n {n} row {i}",
-                            ik.name
-                        );
-                        assert!(
-                            c[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == i32::MIN),
-                            "{}: wrote outside the tile",
-                            ik.name
-                        );
-                    }
+                    check_tile(&mut rng, ik, (taps, ic, m, n), ind, &a, |_| Prefetch::NONE);
                     ran += 1;
                 }
             }
@@ -119,7 +88,6 @@ fn igemm_window_mode_matches_reference() {
             for &ic in &[4usize, 8, 64, 68] {
                 for m in 1..=g.mr {
                     let n = [1, 17, g.nr - 1, g.nr][rng.gen_range(0..4)];
-                    let k = taps * ic;
                     // Tap t at tap_off[t]: ascending, gaps of 0..3 tap widths (a row stride).
                     let mut tap_off = Vec::with_capacity(taps);
                     let mut o = 0;
@@ -137,47 +105,16 @@ fn igemm_window_mode_matches_reference() {
                         .iter()
                         .flat_map(|w| tap_off.iter().flat_map(move |&o| w[o..o + ic].to_vec()))
                         .collect();
-                    let w: Vec<i8> = (0..n * k).map(|_| rng.r#gen()).collect();
-                    let mut pb = vec![0u8; (g.b_panel_bytes)(k)];
-                    (g.pack_b)(&w, k, n, k, &mut pb);
-                    let ldc = n + 3;
-                    let mut c = vec![i32::MIN; m * ldc];
-                    // SAFETY: window mode: `ind` holds MR pointers, each to a window of
-                    // `tap_off[taps − 1] + ic` bytes, `tap_off` holds `taps` offsets; `ic % 4 ==
-                    // 0`, `pb` is the companion's B panel for K = taps·ic, `c` has m rows of
-                    // stride ldc ≥ n, 1 ≤ m ≤ MR, 1 ≤ n ≤ NR, and the ISA is supported.
-                    unsafe {
-                        (ik.ukernel)(
-                            taps,
-                            ic,
-                            ind.as_ptr(),
-                            tap_off.as_ptr(),
-                            pb.as_ptr(),
-                            c.as_mut_ptr(),
-                            ldc,
-                            m,
-                            n,
-                            // A hint past the end of `pb`: allowed, and must not change results.
-                            Prefetch {
-                                at: pb.as_ptr().wrapping_add(pb.len()),
-                                lines: 1 << 20,
-                            },
-                        )
+                    // Window mode: MR pointers, each to a window of `tap_off[taps − 1] + ic`
+                    // bytes; a prefetch hint past the end of the B panel (allowed: a hint).
+                    let ind = Ind {
+                        ptrs: &ind,
+                        tap_off: tap_off.as_ptr(),
                     };
-                    let want = qkernels_ref::matmul_u8s8s32_ref(m, n, k, &a, &w, false);
-                    for i in 0..m {
-                        assert_eq!(
-                            &c[i * ldc..i * ldc + n],
-                            &want[i * n..(i + 1) * n],
-                            "{} window taps {taps} ic {ic} m {m} n {n} row {i}",
-                            ik.name
-                        );
-                        assert!(
-                            c[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == i32::MIN),
-                            "{}: wrote outside the tile",
-                            ik.name
-                        );
-                    }
+                    check_tile(&mut rng, ik, (taps, ic, m, n), ind, &a, |pb| Prefetch {
+                        at: pb.as_ptr().wrapping_add(pb.len()),
+                        lines: 1 << 20,
+                    });
                     ran += 1;
                 }
             }
@@ -188,4 +125,63 @@ fn igemm_window_mode_matches_reference() {
         assert!(ran > 0);
     }
     let _ = ran;
+}
+
+/// The A operand of one tile: `ptrs` (and the tap-offset table, null outside window mode)
+/// satisfying [`qkernels_kernels::gemm::IgemmUkernel`]'s contract for the call's `taps`/`ic`.
+struct Ind<'a> {
+    ptrs: &'a [*const u8],
+    tap_off: *const usize,
+}
+
+/// Runs `ik` on one `m × n` tile of random weights (B packed by the companion's `pack_b`) and
+/// compares it with `qkernels_ref::matmul_u8s8s32_ref` on `a` (the gathered `m × taps·ic`
+/// rows); nothing outside the tile may be written.
+fn check_tile(
+    rng: &mut StdRng,
+    ik: &IgemmKernel,
+    (taps, ic, m, n): (usize, usize, usize, usize),
+    ind: Ind<'_>,
+    a: &[u8],
+    prefetch: impl Fn(&[u8]) -> Prefetch,
+) {
+    let g = ik.gemm;
+    let k = taps * ic;
+    let w: Vec<i8> = (0..n * k).map(|_| rng.r#gen()).collect();
+    let mut pb = vec![0u8; (g.b_panel_bytes)(k)];
+    (g.pack_b)(&w, k, n, k, &mut pb);
+    let ldc = n + 3;
+    let mut c = vec![i32::MIN; m * ldc];
+    // SAFETY: `ind` satisfies the kernel's A contract for `taps`/`ic` (the caller's), `ic % 4 ==
+    // 0`, `pb` is the companion's B panel for K = taps·ic, `c` has m rows of stride ldc ≥ n,
+    // 1 ≤ m ≤ MR, 1 ≤ n ≤ NR, the ISA is supported, and a prefetch hint may point anywhere.
+    unsafe {
+        (ik.ukernel)(
+            taps,
+            ic,
+            ind.ptrs.as_ptr(),
+            ind.tap_off,
+            pb.as_ptr(),
+            c.as_mut_ptr(),
+            ldc,
+            m,
+            n,
+            prefetch(&pb),
+        )
+    };
+    let want = qkernels_ref::matmul_u8s8s32_ref(m, n, k, a, &w, false);
+    let mode = if ind.tap_off.is_null() { "" } else { " window" };
+    for i in 0..m {
+        assert_eq!(
+            &c[i * ldc..i * ldc + n],
+            &want[i * n..(i + 1) * n],
+            "{}{mode} taps {taps} ic {ic} m {m} n {n} row {i}",
+            ik.name
+        );
+        assert!(
+            c[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == i32::MIN),
+            "{}: wrote outside the tile",
+            ik.name
+        );
+    }
 }
