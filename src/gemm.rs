@@ -1707,15 +1707,7 @@ fn fused_for(
     if igemm.is_none() && gemm.is_none() {
         return None;
     }
-    let p = RequantCols {
-        col_term: &plan.col_term,
-        w_zp: None,
-        bias: rq.bias_acc.as_deref(),
-        mult: &rq.mult,
-        out_zp: rq.out_zp,
-        qmin: rq.qmin,
-        qmax: rq.qmax,
-    };
+    let p = requant_cols(rq, &plan.col_term, None);
     Tile64::supports(&p, residual.map(|r| &r.params)).then(|| Fused {
         igemm,
         gemm,
@@ -1776,15 +1768,7 @@ fn tile_fused(
     let row = row0 + i0;
     let flat0 = row * plan.ldc + j0;
     let ep = Tile64 {
-        cols: RequantCols {
-            col_term: &plan.col_term[j0..j0 + NR],
-            w_zp: None,
-            bias: rq.bias_acc.as_ref().map(|b| &b[j0..j0 + NR]),
-            mult: &rq.mult[j0..j0 + NR],
-            out_zp: rq.out_zp,
-            qmin: rq.qmin,
-            qmax: rq.qmax,
-        },
+        cols: requant_cols(rq, &plan.col_term, None).range(j0, NR),
         guard: f.guard,
         add: residual.map(|res| {
             let skip = &res.skip[row * res.ldskip + j0..];
@@ -1831,6 +1815,24 @@ fn tile_fused(
     true
 }
 
+/// The epilogue constants of all N columns: `rq`'s per-column multipliers and bias, the call's
+/// `col_term`, and the weight zero points when any is non-zero.
+pub(crate) fn requant_cols<'a>(
+    rq: &'a RequantParams,
+    col_term: &'a [i32],
+    w_zp: Option<&'a [i32]>,
+) -> RequantCols<'a> {
+    RequantCols {
+        col_term,
+        w_zp,
+        bias: rq.bias_acc.as_deref(),
+        mult: &rq.mult,
+        out_zp: rq.out_zp,
+        qmin: rq.qmin,
+        qmax: rq.qmax,
+    }
+}
+
 /// The epilogue of one `r × cols` tile in `s.tile` (the driver's one entry point per tile):
 /// zero-point correction + requant, and the fused residual add when there is one. `row` is the
 /// tile's first output row, `i0` its offset in the block (row sums), `j0` its first column.
@@ -1845,15 +1847,8 @@ fn epilogue(
     base: OutPtr<u8>,
 ) {
     let nr = plan.kern.nr;
-    let cols_p = RequantCols {
-        col_term: &plan.col_term[j0..j0 + cols],
-        w_zp: plan.pw.any_w_zp.then(|| &plan.pw.w_zp[j0..j0 + cols]),
-        bias: rq.bias_acc.as_ref().map(|b| &b[j0..j0 + cols]),
-        mult: &rq.mult[j0..j0 + cols],
-        out_zp: rq.out_zp,
-        qmin: rq.qmin,
-        qmax: rq.qmax,
-    };
+    let w_zp = plan.pw.any_w_zp.then_some(&plan.pw.w_zp[..]);
+    let cols_p = requant_cols(rq, &plan.col_term, w_zp).range(j0, cols);
     let flat0 = row * plan.ldc + j0;
     // SAFETY: rows `row .. row + r` (< M) × columns `j0 .. j0 + cols` (≤ N ≤ ldc) are inside the
     // output validated by `check_out`, and belong to this work item only (no other item and no

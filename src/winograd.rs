@@ -168,15 +168,7 @@ impl WinogradWeights {
             }
         }
         let (rq, col_term) = pw.epilogue_constants(x_q, out_q, relu);
-        let cols = RequantCols {
-            col_term: &col_term,
-            w_zp: None,
-            bias: rq.bias_acc.as_deref(),
-            mult: &rq.mult,
-            out_zp: rq.out_zp,
-            qmin: rq.qmin,
-            qmax: rq.qmax,
-        };
+        let cols = crate::gemm::requant_cols(&rq, &col_term, None);
         let epi = Epilogue::new(isa);
         // Band height in tile rows: the band's scratch (`V`, `M` and output rows of one block
         // of NB channels) within BAND_BYTES, at least 16 tiles (M tails), and at least as
@@ -312,13 +304,7 @@ impl WinogradWeights {
             if n == 0 {
                 continue;
             }
-            let cj = RequantCols {
-                col_term: &cols.col_term[j0..j0 + n],
-                w_zp: None,
-                bias: cols.bias.map(|b| &b[j0..j0 + n]),
-                mult: &cols.mult[j0..j0 + n],
-                ..*cols
-            };
+            let cj = cols.range(j0, n);
             for (r, row) in chunk.chunks_exact_mut(w * oc).enumerate() {
                 // SAFETY: `row` is an exclusive slice of exactly `w` pixels × `oc` bytes;
                 // columns `j0 .. j0 + n ≤ oc` of each pixel are written.

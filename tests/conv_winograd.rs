@@ -142,50 +142,19 @@ fn winograd_matches_reference_and_gemm() {
         assert!(run_case(&mut rng, ic, oc, batch, h, w));
         cases += 1;
     }
-    // Not eligible: stride 2, pad 0, weight zero points.
-    let wq = WeightQParams::per_tensor(0.01, 3);
-    let c = Conv2d::with_options(
-        Conv2dParams::square(8, 8, 3, 1, 1),
-        &[1; 8 * 8 * 9],
-        &wq,
-        None,
-        &ConvOptions {
-            isa: Isa::Avx2,
-            accumulation: Accumulation::Exact,
-        },
-    )
-    .unwrap();
+    // Not eligible: weight zero points, stride 2, pad 0.
+    let ones = [1i8; 8 * 8 * 9];
+    let c = avx2_exact(Conv2dParams::square(8, 8, 3, 1, 1), &ones, 3);
     assert!(!c.uses_winograd(1, 9, 9));
     for p in [
         Conv2dParams::square(8, 8, 3, 2, 1),
         Conv2dParams::square(8, 8, 3, 1, 0),
     ] {
-        let c = Conv2d::with_options(
-            p,
-            &[1; 8 * 8 * 9],
-            &WeightQParams::per_tensor(0.01, 0),
-            None,
-            &ConvOptions {
-                isa: Isa::Avx2,
-                accumulation: Accumulation::Exact,
-            },
-        )
-        .unwrap();
-        assert!(!c.uses_winograd(1, 9, 9));
+        assert!(!avx2_exact(p, &ones, 0).uses_winograd(1, 9, 9));
     }
     assert!(cases >= 23);
     qkernels::winograd::set_winograd_min_tiles(36);
-    let c = Conv2d::with_options(
-        Conv2dParams::square(8, 8, 3, 1, 1),
-        &[1; 8 * 8 * 9],
-        &WeightQParams::per_tensor(0.01, 0),
-        None,
-        &ConvOptions {
-            isa: Isa::Avx2,
-            accumulation: Accumulation::Exact,
-        },
-    )
-    .unwrap();
+    let c = avx2_exact(Conv2dParams::square(8, 8, 3, 1, 1), &ones, 0);
     assert!(!c.uses_winograd(1, 7, 7) && c.uses_winograd(1, 14, 14));
 }
 
@@ -240,4 +209,14 @@ fn i16_gemm_kernel_matches_scalar_matmul() {
             }
         }
     }
+}
+
+/// An exact-AVX2 conv with per-tensor weights of zero point `w_zp`, no bias.
+fn avx2_exact(p: Conv2dParams, w: &[i8], w_zp: i32) -> Conv2d {
+    let opts = ConvOptions {
+        isa: Isa::Avx2,
+        accumulation: Accumulation::Exact,
+    };
+    let wq = WeightQParams::per_tensor(0.01, w_zp);
+    Conv2d::with_options(p, w, &wq, None, &opts).unwrap()
 }

@@ -58,6 +58,20 @@ pub struct RequantCols<'a> {
     pub qmax: i32,
 }
 
+impl<'a> RequantCols<'a> {
+    /// The constants of columns `j0 .. j0 + n` (every per-column slice cut to them).
+    pub fn range(&self, j0: usize, n: usize) -> RequantCols<'a> {
+        let cut = |s: &'a [i32]| &s[j0..j0 + n];
+        RequantCols {
+            col_term: cut(self.col_term),
+            w_zp: self.w_zp.map(cut),
+            bias: self.bias.map(|b| &b[j0..j0 + n]),
+            mult: &self.mult[j0..j0 + n],
+            ..*self
+        }
+    }
+}
+
 /// The residual add fused into one tile's epilogue: `out[i·ldc + j] = add(q[i][j],
 /// skip[i·ldskip + j])`, where `q` is the tile's requantized u8 value.
 #[derive(Clone, Copy, Debug)]
@@ -1294,15 +1308,7 @@ pub(crate) unsafe fn requant_acc64<const R: usize>(
     debug_assert!(Tile64::supports(p, t.add.as_ref().map(|a| a.params)));
     debug_assert!(p.col_term.len() >= 64 && p.mult.len() >= 64);
     debug_assert!(p.bias.is_none_or(|b| b.len() >= 64));
-    debug_assert!(
-        t.guard
-            || !nan_guard_needed(&RequantCols {
-                col_term: &p.col_term[..64],
-                bias: p.bias.map(|b| &b[..64]),
-                mult: &p.mult[..64],
-                ..*p
-            })
-    );
+    debug_assert!(t.guard || !nan_guard_needed(&p.range(0, 64)));
     // SAFETY: per this fn's contract: the column slices hold ≥ 64 elements, params are in range,
     // `out` rows `i < R` hold 64 writable bytes; skip rows checked below.
     unsafe {
