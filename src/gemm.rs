@@ -21,12 +21,12 @@ use crate::weight_arena::PackedBuf;
 use crate::{Error, Isa, QParams, Result, WeightQParams};
 use aligned_vec::{AVec, ConstAlign};
 use qkernels_kernels::gemm::{
-    GemmKernel, GemmRequantUkernel, IgemmKernel, IgemmRequantUkernel, Prefetch, a_is_row_major_u8,
-    a7_companion, best_kernel, gemv_companion, igemm_companion,
+    GemmKernel, GemmRequantUkernel, IgemmDeferUkernel, IgemmKernel, IgemmRequantUkernel, Prefetch,
+    a_is_row_major_u8, a7_companion, best_kernel, gemv_companion, igemm_companion,
 };
 use qkernels_kernels::ops::AddParams;
 use qkernels_kernels::requant::{
-    Epilogue, RequantCols, Tile64, TileAdd, correct_tile, nan_guard_needed,
+    DeferConsts, Deferred, Epilogue, RequantCols, Tile64, TileAdd, correct_tile, nan_guard_needed,
 };
 use qkernels_ref::RequantParams;
 use rayon::prelude::*;
@@ -266,6 +266,32 @@ fn fused_epilogue_enabled() -> bool {
     static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     FUSED_EPILOGUE.load(Ordering::Relaxed)
         && *ENV.get_or_init(|| std::env::var("QKERNELS_FUSED_EPILOGUE").map_or(true, |v| v != "0"))
+}
+
+/// Whether full IGEMM tiles defer their epilogue to the next tile's kernel call
+/// (`IgemmKernel::ukernel_defer`, software pipelining across tiles: see
+/// `qkernels_kernels::requant::Deferred`; default on, effective only with the fused epilogue).
+/// A switch for A/B measurements and tests: the bytes are identical either way.
+/// `QKERNELS_DEFER_EPILOGUE=0` turns it off too.
+static DEFER_EPILOGUE: AtomicBool = AtomicBool::new(true);
+
+/// Enables or disables the deferred epilogue for the whole process (A/B measurements).
+#[doc(hidden)]
+pub fn set_defer_epilogue_enabled(on: bool) {
+    DEFER_EPILOGUE.store(on, Ordering::Relaxed);
+}
+
+/// The largest K whose IGEMM tiles defer their epilogue. Above it the epilogue is under 1 % of
+/// a tile and deferring gains nothing: measured on ResNet-18 (1 thread, Zen 4, per-layer
+/// minima), deferring made the K = 576 convs 1.2 % (2.2 % with the fused residual add) faster,
+/// K = 1152 0.4–0.9 %, K = 2304 0.2–0.5 %, and the K = 4608 convs 0.3–0.8 % slower (the stored
+/// and reloaded accumulators cost more than the little epilogue they hide).
+const DEFER_MAX_K: usize = 2304;
+
+fn defer_epilogue_enabled() -> bool {
+    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    DEFER_EPILOGUE.load(Ordering::Relaxed)
+        && *ENV.get_or_init(|| std::env::var("QKERNELS_DEFER_EPILOGUE").map_or(true, |v| v != "0"))
 }
 
 /// A row-major u8 matrix used as `A`.
@@ -993,6 +1019,9 @@ struct Scratch {
     rowbuf: Vec<u8>,
     row_sums: Vec<i32>,
     tile: Vec<i32>,
+    /// The accumulators of the tile whose epilogue is deferred ([`Deferred`]): MR × 64 i32,
+    /// empty unless the call runs deferring kernels.
+    defer_acc: AVec<i32, ConstAlign<64>>,
     /// Indirection arrays of the current block (IGEMM path), pointing into the image and `zero`.
     ind: Vec<*const u8>,
     /// `ic` copies of the input zero point (padded taps and unused tail rows).
@@ -1038,6 +1067,15 @@ impl Scratch {
             },
             row_sums: vec![0; plan.mc],
             tile: vec![0; kern.mr * kern.nr],
+            defer_acc: if plan
+                .igemm
+                .as_ref()
+                .is_some_and(|(ik, _)| ik.ukernel_defer.is_some())
+            {
+                AVec::from_iter(64, std::iter::repeat_n(0, kern.mr * 64))
+            } else {
+                AVec::new(64)
+            },
             ind: match &plan.igemm {
                 Some((_, ind)) => {
                     let mut v = IND_BUF
@@ -1661,18 +1699,54 @@ fn item_u8(
         s.block = Some(ib);
     }
     let n_panels = plan.pw.n.div_ceil(nr);
+    // The tile whose epilogue the next fused tile does (see `Deferred`), in `s.defer_acc`, and
+    // the call's constants of that epilogue.
+    let mut pending: Option<Deferred<'_>> = None;
+    let acc_buf = s.defer_acc.as_mut_ptr();
+    let consts = fused.filter(|f| f.igemm_defer.is_some()).map(|f| {
+        let p = requant_cols(rq, &plan.col_term, None);
+        DeferConsts::new(&p, residual.map(|r| &r.params), f.guard)
+    });
     for p in jb * plan.pc..((jb + 1) * plan.pc).min(n_panels) {
         let j0 = p * nr;
         for ip in 0..rows.div_ceil(mr) {
             let (i0, _) = plan.panel(rows, ip);
             if let Some(f) = fused
-                && tile_fused(plan, s, rq, residual, f, (rows, ip, p), row0, base)
+                && tile_fused(
+                    plan,
+                    s,
+                    rq,
+                    residual,
+                    f,
+                    (rows, ip, p),
+                    row0,
+                    base,
+                    (&mut pending, acc_buf, consts.as_ref()),
+                )
             {
                 continue;
             }
             let (r, cols) = tile(plan, s, rows, ip, p);
             epilogue(plan, s, rq, residual, (row0 + i0, i0, j0), (r, cols), base);
         }
+    }
+    finish_pending(&mut pending);
+}
+
+/// Requantizes the deferred tile, if any (the last fused tile of a work item, or the one
+/// before a tile that cannot take its epilogue over).
+fn finish_pending(pending: &mut Option<Deferred<'_>>) {
+    if let Some(d) = pending.take() {
+        // SAFETY: a `Deferred` is made only by `tile_fused` after a deferring kernel ran (an
+        // AVX-512 VNNI kernel: the ISA, with FMA, was checked at pack time) and stored the
+        // tile's accumulators in `s.defer_acc`, which nothing else writes until this call; its
+        // epilogue, output rows and skip rows are those `tile_fused` checked (see there).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            qkernels_kernels::requant::finish_deferred(&d)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("deferred tiles exist only on x86-64: {d:?}");
     }
 }
 
@@ -1683,6 +1757,10 @@ struct Fused {
     igemm: Option<IgemmRequantUkernel>,
     /// The GEMM kernel's fused entry, for packed and in-place A panels.
     gemm: Option<GemmRequantUkernel>,
+    /// The indirect kernel's deferring entry, when the call defers full tiles: every tile has
+    /// at least MR taps (each deferred row gets a tap's worth of K steps to hide in: the 3×3
+    /// convs), K ≤ [`DEFER_MAX_K`], and not switched off.
+    igemm_defer: Option<IgemmDeferUkernel>,
     /// Whether the NaN guard runs ([`nan_guard_needed`] over all N columns: decided once per
     /// call, not per tile).
     guard: bool,
@@ -1708,9 +1786,16 @@ fn fused_for(
         return None;
     }
     let p = requant_cols(rq, &plan.col_term, None);
+    let defer = defer_epilogue_enabled();
     Tile64::supports(&p, residual.map(|r| &r.params)).then(|| Fused {
         igemm,
         gemm,
+        igemm_defer: igemm
+            .and(plan.igemm.as_ref())
+            .filter(|(_, ind)| {
+                defer && ind.taps() >= plan.kern.mr && ind.taps() * ind.ic <= DEFER_MAX_K
+            })
+            .and_then(|(ik, _)| ik.ukernel_defer),
         guard: nan_guard_needed(&p),
     })
 }
@@ -1720,15 +1805,16 @@ fn fused_for(
 /// or in-place panel of the main kernel; returns `false` (having done nothing) otherwise.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-fn tile_fused(
-    plan: &Plan<'_>,
+fn tile_fused<'a>(
+    plan: &'a Plan<'_>,
     s: &Scratch,
-    rq: &RequantParams,
-    residual: Option<&Residual<'_>>,
+    rq: &'a RequantParams,
+    residual: Option<&'a Residual<'_>>,
     f: Fused,
     (rows, ip, p): (usize, usize, usize),
     row0: usize,
     base: OutPtr<u8>,
+    (pending, acc_buf, consts): (&mut Option<Deferred<'a>>, *mut i32, Option<&'a DeferConsts>),
 ) -> bool {
     const NR: usize = 64;
     let j0 = p * NR;
@@ -1781,6 +1867,19 @@ fn tile_fused(
             }
         }),
     };
+    let out = base.0.wrapping_add(flat0);
+    let pf = || next_panel_prefetch(plan, rows, ip, p);
+    // A full tile whose epilogue can wait: run the deferring entry, which also finishes the
+    // pending tile between its K steps, and leave this one pending.
+    let defer = match (consts, &a, f.igemm_defer) {
+        (Some(k), A::Ind(..), Some(u)) if r == kern.mr && Deferred::supports(&ep, r, plan.ldc) => {
+            Some((k, u))
+        }
+        _ => None,
+    };
+    if defer.is_none() {
+        finish_pending(pending);
+    }
     // SAFETY: `ep`: 64-column slices of the call's constants, params accepted by
     // `Tile64::supports` (`fused_for`), `guard` from `nan_guard_needed` over all N columns, skip
     // rows asserted above. Output rows `row .. row + r` × columns `j0 .. j0 + 64` (≤ N ≤ ldc)
@@ -1791,10 +1890,24 @@ fn tile_fused(
     // contracts: indirection arrays or window pointers with `s.tap_off`, `ic`, K, the B panel and
     // the prefetch hint for the indirect kernel; whole
     // panels of `kern`'s layouts for K = `pw.k`, `kc` rounded to its KR, for the GEMM kernel).
+    // Deferring (`r = MR`, an add without its scalar tail inside the tile: `Deferred::supports`):
+    // `acc_buf` is this work item's `s.defer_acc` (MR × 64 i32, written only here); the pending
+    // tile, if any, is one of this item's earlier tiles, with the same contracts, whose
+    // accumulators are in `acc_buf` (the kernel reads them all before it overwrites them) and
+    // whose output rows are disjoint from this tile's.
     unsafe {
-        let out = base.0.add(flat0);
-        match a {
-            A::Ind(k, taps, ic, ptrs, tap_off) => k(
+        match (a, defer) {
+            (A::Ind(_, taps, ic, ptrs, tap_off), Some((_, k))) => k(
+                taps,
+                ic,
+                ptrs.as_ptr(),
+                tap_off,
+                bp.as_ptr(),
+                pending.as_ref(),
+                acc_buf,
+                pf(),
+            ),
+            (A::Ind(k, taps, ic, ptrs, tap_off), _) => k(
                 taps,
                 ic,
                 ptrs.as_ptr(),
@@ -1804,14 +1917,17 @@ fn tile_fused(
                 &ep,
                 out,
                 plan.ldc,
-                next_panel_prefetch(plan, rows, ip, p),
+                pf(),
             ),
-            A::Panel(k, ap) => {
+            (A::Panel(k, ap), _) => {
                 debug_assert_eq!(ap.len(), (kern.a_panel_bytes)(plan.pw.k));
                 k(plan.kp, ap.as_ptr(), bp.as_ptr(), r, &ep, out, plan.ldc)
             }
         }
     };
+    if let Some((k, _)) = defer {
+        *pending = Some(Deferred::new(acc_buf, r, &ep, k, out, plan.ldc));
+    }
     true
 }
 

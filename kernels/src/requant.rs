@@ -1350,6 +1350,420 @@ pub(crate) unsafe fn requant_acc64<const R: usize>(
     }
 }
 
+/// A full 64-column tile whose epilogue is **deferred**: its kernel stored the i32
+/// accumulators (`rows` rows of 64, row stride 64) instead of requantizing them, and the *next*
+/// tile's kernel requantizes them, one row between two of its own taps or K-step runs
+/// (software pipelining across tiles).
+///
+/// **Why.** A tile's epilogue is ≈ 200 vector instructions that need only the finished
+/// accumulators; issued as one burst after the K loop they fill the scheduler and the next
+/// tile's `vpdpbusd` stream waits behind them: ≈ 3 % of a 3×3 conv with K = 576, ≈ 7 % with the
+/// fused residual add, ≈ 5 % of the stem (K = 147), measured by dropping the epilogue. Spread
+/// over the next tile's K loop a row at a time, they run on the vector ports `vpdpbusd` leaves
+/// idle.
+///
+/// **Why assembly.** The row code runs between K steps with 24 accumulators live, leaving 8
+/// vector registers. Written with intrinsics, the optimiser hoisted the row's per-column
+/// constants out of the K loop and spilled them (and the stored rows) to the stack around every
+/// row: slower than not deferring at all. The row is therefore one `asm!` block
+/// ([`deferred_row64`]) that reads every constant as a memory operand and needs at most six
+/// vector registers. It is the instruction sequence of [`requant64`] / [`requant_add64`], in
+/// the same order with the same operands (listed there), so the bytes are the same; a layer
+/// without bias adds `+0.0`, which changes no value (`f32(raw)` is never `−0.0`). The tests
+/// compare it byte for byte with the immediate epilogue and the reference.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the row code is x86-64 only
+pub struct Deferred<'a> {
+    /// Row `i` of the stored accumulators at `acc + 64·i` (i32).
+    pub acc: *const i32,
+    /// Rows of the tile, `1..=8`.
+    pub rows: usize,
+    /// Row `i` of the tile's output at `out + i·ldc` (64 bytes).
+    pub out: *mut u8,
+    pub ldc: usize,
+    /// The tile's 64 columns of the per-column constants (`bias` all zeros when the layer has
+    /// none) and the call's broadcast constants.
+    cols: DeferCols<'a>,
+    /// Row `i` of the residual's skip at `skip + i·ldskip` (fused add only).
+    skip: *const u8,
+    ldskip: usize,
+    kind: DeferKind,
+}
+
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct DeferCols<'a> {
+    col_term: &'a [i32],
+    bias: &'a [f32],
+    mult: &'a [f32],
+    k: &'a DeferConsts,
+}
+
+/// Which row program a deferred tile runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeferKind {
+    Requant,
+    RequantGuard,
+    Add,
+    AddRelu,
+}
+
+/// 64 zero biases (a layer without bias adds these: exact, see [`Deferred`]).
+static ZERO_BIAS: [f32; 64] = [0.0; 64];
+
+/// The broadcast constants of one call's deferred row programs, laid out for the `asm!` of
+/// [`deferred_row64`] (vector operands first, then the scalars it broadcasts with `{1to16}`).
+/// Built once per call ([`DeferConsts::new`]).
+#[repr(C, align(64))]
+#[derive(Clone, Debug)]
+pub struct DeferConsts {
+    /// Offset 0: the i16 zero point added after the first pack (requant: `out_zp`; fused add:
+    /// the add's `out_zp`, saturating).
+    zp16: [i16; 32],
+    /// Offset 64: `qmin` in every byte (requant only).
+    qmin8: [u8; 64],
+    /// Offset 128: the dword permutation undoing the packs' lane interleave.
+    perm: [i32; 16],
+    /// Offset 192: `qmax − out_zp`, `qmin − out_zp`, `out_zp` (f32).
+    hi: f32,
+    lo: f32,
+    zpf: f32,
+    /// Offset 204: the add's `sa`, `sb`, `pa`, `pb`, `1/out_scale`, and 0.0.
+    sa: f32,
+    sb: f32,
+    pa: f32,
+    pb: f32,
+    inv: f32,
+    zero: f32,
+    kind: DeferKind,
+}
+
+impl DeferConsts {
+    /// The constants of the deferred epilogue of tiles with requant params `p` and fused add
+    /// `add` (params [`Tile64::supports`]), NaN guard `guard`.
+    pub fn new(p: &RequantCols<'_>, add: Option<&AddParams>, guard: bool) -> DeferConsts {
+        let (zp16, kind) = match add {
+            None if guard => (p.out_zp, DeferKind::RequantGuard),
+            None => (p.out_zp, DeferKind::Requant),
+            Some(a) if a.relu => (a.out_zp, DeferKind::AddRelu),
+            Some(a) => (a.out_zp, DeferKind::Add),
+        };
+        let a = add
+            .copied()
+            .unwrap_or(AddParams::new(1.0, 0, 1.0, 0, 1.0, 0, false));
+        DeferConsts {
+            zp16: [zp16 as i16; 32],
+            qmin8: [p.qmin as u8; 64],
+            perm: [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15],
+            hi: (p.qmax - p.out_zp) as f32,
+            lo: (p.qmin - p.out_zp) as f32,
+            zpf: p.out_zp as f32,
+            sa: a.sa,
+            sb: a.sb,
+            pa: a.pa,
+            pb: a.pb,
+            inv: a.inv_out,
+            zero: 0.0,
+            kind,
+        }
+    }
+}
+
+impl<'a> Deferred<'a> {
+    /// Whether a tile of `rows` rows with epilogue `ep` can be deferred: always, except a fused
+    /// add whose scalar-formula tail starts inside the tile (never in ResNet: see
+    /// [`requant_acc64`]), which keeps the immediate path.
+    pub fn supports(ep: &Tile64<'_>, rows: usize, ldc: usize) -> bool {
+        (1..=8).contains(&rows)
+            && ep.cols.col_term.len() >= 64
+            && ep
+                .add
+                .as_ref()
+                .is_none_or(|a| a.vec_len >= (rows - 1) * ldc + 64)
+    }
+
+    /// A tile of `rows` rows (accumulators at `acc`) whose epilogue `ep` — with the call's
+    /// constants `k`, built from the same params — writes `out + i·ldc`.
+    ///
+    /// # Panics
+    /// If not [`Deferred::supports`], or `k` was built for another kind of epilogue (guard,
+    /// add, ReLU).
+    pub fn new(
+        acc: *const i32,
+        rows: usize,
+        ep: &Tile64<'a>,
+        k: &'a DeferConsts,
+        out: *mut u8,
+        ldc: usize,
+    ) -> Deferred<'a> {
+        assert!(Deferred::supports(ep, rows, ldc));
+        let p = &ep.cols;
+        let kind = match &ep.add {
+            None if ep.guard => DeferKind::RequantGuard,
+            None => DeferKind::Requant,
+            Some(a) if a.params.relu => DeferKind::AddRelu,
+            Some(_) => DeferKind::Add,
+        };
+        assert_eq!(kind, k.kind, "deferred-epilogue constants of another kind");
+        let (skip, ldskip) = ep
+            .add
+            .as_ref()
+            .map_or((std::ptr::null(), 0), |a| (a.skip.as_ptr(), a.ldskip));
+        Deferred {
+            acc,
+            rows,
+            out,
+            ldc,
+            cols: DeferCols {
+                col_term: &p.col_term[..64],
+                bias: p.bias.map_or(&ZERO_BIAS[..], |b| &b[..64]),
+                mult: &p.mult[..64],
+                k,
+            },
+            skip,
+            ldskip,
+            kind,
+        }
+    }
+}
+
+/// One requantized vector of the plain row program (`requant64_vec`): `t = cvt_rne(min(hi,
+/// (f32(acc − col_term) + bias) · mult))`, NaN lanes zeroed first when guarded. Offsets: `$o`
+/// bytes into the row's accumulators and column constants.
+#[cfg(target_arch = "x86_64")]
+macro_rules! defer_vec_requant {
+    ($o:literal, $t:literal, guard) => {
+        concat!(
+            defer_vec_product!($o, $t),
+            "vcmpordps {m}, {", $t, ":z}, {", $t, ":z}\n",
+            "vmovaps {", $t, ":z} {{{m}}} {{z}}, {", $t, ":z}\n",
+            defer_vec_requant!(@tail $t),
+        )
+    };
+    ($o:literal, $t:literal, plain) => {
+        concat!(defer_vec_product!($o, $t), defer_vec_requant!(@tail $t))
+    };
+    (@tail $t:literal) => {
+        concat!(
+            "vminps {", $t, ":z}, {hi:z}, {", $t, ":z}\n",
+            "vcvtps2dq {", $t, ":z}, {", $t, ":z}, {{rn-sae}}\n",
+        )
+    };
+}
+
+/// `(f32(acc − col_term) + bias) · mult` of one vector (`product64`), into `$t`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! defer_vec_product {
+    ($o:literal, $t:literal) => {
+        concat!(
+            "vmovdqu32 {",
+            $t,
+            ":z}, zmmword ptr [{acc} + ",
+            $o,
+            "]\n",
+            "vpsubd {",
+            $t,
+            ":z}, {",
+            $t,
+            ":z}, zmmword ptr [{ct} + ",
+            $o,
+            "]\n",
+            "vcvtdq2ps {",
+            $t,
+            ":z}, {",
+            $t,
+            ":z}\n",
+            "vaddps {",
+            $t,
+            ":z}, {",
+            $t,
+            ":z}, zmmword ptr [{bias} + ",
+            $o,
+            "]\n",
+            "vmulps {",
+            $t,
+            ":z}, {",
+            $t,
+            ":z}, zmmword ptr [{mult} + ",
+            $o,
+            "]\n",
+        )
+    };
+}
+
+/// One vector of the add row program (`requant_add64_vec`): the guarded product clamped to
+/// `[lo, hi]`, rounded, `+ zp` (the conv byte as f32), then the add's vector formula with the
+/// skip bytes at `skip + $s`: `cvt(((fa·sa + pa) + (fb·sb + pb)) [max 0] · inv)`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! defer_vec_add {
+    ($o:literal, $s:literal, $t:literal, relu) => {
+        concat!(
+            defer_vec_add!(@sum $o, $s, $t),
+            "vmaxps {", $t, ":z}, {", $t, ":z}, dword ptr [{k} + 224]{{1to16}}\n",
+            defer_vec_add!(@tail $t),
+        )
+    };
+    ($o:literal, $s:literal, $t:literal, plain) => {
+        concat!(defer_vec_add!(@sum $o, $s, $t), defer_vec_add!(@tail $t))
+    };
+    (@sum $o:literal, $s:literal, $t:literal) => {
+        concat!(
+            defer_vec_product!($o, $t),
+            "vcmpordps {m}, {", $t, ":z}, {", $t, ":z}\n",
+            "vmovaps {", $t, ":z} {{{m}}} {{z}}, {", $t, ":z}\n",
+            "vmaxps {", $t, ":z}, {", $t, ":z}, dword ptr [{k} + 196]{{1to16}}\n",
+            "vminps {", $t, ":z}, {", $t, ":z}, dword ptr [{k} + 192]{{1to16}}\n",
+            "vrndscaleps {", $t, ":z}, {", $t, ":z}, 8\n",
+            "vaddps {", $t, ":z}, {", $t, ":z}, dword ptr [{k} + 200]{{1to16}}\n",
+            "vpmovzxbd {u:z}, xmmword ptr [{skip} + ", $s, "]\n",
+            "vcvtdq2ps {u:z}, {u:z}\n",
+            "vfmadd132ps {", $t, ":z}, {pa:z}, dword ptr [{k} + 204]{{1to16}}\n",
+            "vfmadd132ps {u:z}, {pb:z}, dword ptr [{k} + 208]{{1to16}}\n",
+            "vaddps {", $t, ":z}, {", $t, ":z}, {u:z}\n",
+        )
+    };
+    (@tail $t:literal) => {
+        concat!(
+            "vmulps {", $t, ":z}, {", $t, ":z}, dword ptr [{k} + 220]{{1to16}}\n",
+            "vcvtps2dq {", $t, ":z}, {", $t, ":z}\n",
+        )
+    };
+}
+
+/// Row `i` of a deferred tile: requantized (and added to its skip row) from the stored
+/// accumulators into `out + i·ldc` — one `asm!` block per row program, the instruction
+/// sequence of [`requant64`] / [`requant_add64`] (see [`Deferred`] for why assembly). Inlined
+/// into the microkernels' K loops.
+///
+/// # Safety
+/// The CPU supports AVX-512 F/BW and FMA; `i < d.rows`; `d.acc` readable for `64·rows` i32;
+/// output row `i` writable for 64 bytes, not referenced elsewhere, not overlapping the skip
+/// rows or `d.acc`; skip row `i` readable for 64 bytes (fused add).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+#[inline]
+pub(crate) unsafe fn deferred_row64(d: &Deferred<'_>, i: usize) {
+    debug_assert!(i < d.rows);
+    let c = &d.cols;
+    // SAFETY: per this fn's contract; `c`'s slices hold 64 elements (`Deferred::new`) and `k`
+    // is 64-byte aligned with the layout the offsets below name (`DeferConsts`).
+    unsafe {
+        let acc = d.acc.add(64 * i);
+        let out = d.out.add(i * d.ldc);
+        let (ct, bias, mult, k) = (c.col_term.as_ptr(), c.bias.as_ptr(), c.mult.as_ptr(), c.k);
+        // Scratch vector registers of the asm blocks (outputs only: typed, never read).
+        let (_zhi, _zt0, _zt1, _zt2, _zpa, _zpb, _zu): (
+            __m512,
+            __m512,
+            __m512,
+            __m512,
+            __m512,
+            __m512,
+            __m512,
+        );
+        match d.kind {
+            DeferKind::Requant | DeferKind::RequantGuard => {
+                macro_rules! plain {
+                    ($guard:ident) => {
+                        std::arch::asm!(
+                            "/* mask {m} */",
+                            "vbroadcastss {hi:z}, dword ptr [{k} + 192]",
+                            defer_vec_requant!(0, "t0", $guard),
+                            defer_vec_requant!(64, "t1", $guard),
+                            "vpackssdw {t0:z}, {t0:z}, {t1:z}",
+                            "vpaddw {t0:z}, {t0:z}, zmmword ptr [{k}]",
+                            defer_vec_requant!(128, "t1", $guard),
+                            defer_vec_requant!(192, "t2", $guard),
+                            "vpackssdw {t1:z}, {t1:z}, {t2:z}",
+                            "vpaddw {t1:z}, {t1:z}, zmmword ptr [{k}]",
+                            "vpackuswb {t0:z}, {t0:z}, {t1:z}",
+                            "vmovdqa32 {t1:z}, zmmword ptr [{k} + 128]",
+                            "vpermd {t0:z}, {t1:z}, {t0:z}",
+                            "vpmaxub {t0:z}, {t0:z}, zmmword ptr [{k} + 64]",
+                            "vmovdqu8 zmmword ptr [{out}], {t0:z}",
+                            acc = in(reg) acc,
+                            ct = in(reg) ct,
+                            bias = in(reg) bias,
+                            mult = in(reg) mult,
+                            k = in(reg) k,
+                            out = in(reg) out,
+                            hi = out(zmm_reg) _zhi,
+                            t0 = out(zmm_reg) _zt0,
+                            t1 = out(zmm_reg) _zt1,
+                            t2 = out(zmm_reg) _zt2,
+                            m = out(kreg) _,
+                            options(nostack, preserves_flags),
+                        )
+                    };
+                }
+                if d.kind == DeferKind::RequantGuard {
+                    plain!(guard);
+                } else {
+                    plain!(plain);
+                }
+            }
+            DeferKind::Add | DeferKind::AddRelu => {
+                let skip = d.skip.add(i * d.ldskip);
+                macro_rules! add {
+                    ($relu:ident) => {
+                        std::arch::asm!(
+                            "vbroadcastss {pa:z}, dword ptr [{k} + 212]",
+                            "vbroadcastss {pb:z}, dword ptr [{k} + 216]",
+                            defer_vec_add!(0, 0, "t0", $relu),
+                            defer_vec_add!(64, 16, "t1", $relu),
+                            "vpackssdw {t0:z}, {t0:z}, {t1:z}",
+                            "vpaddsw {t0:z}, {t0:z}, zmmword ptr [{k}]",
+                            defer_vec_add!(128, 32, "t1", $relu),
+                            defer_vec_add!(192, 48, "t2", $relu),
+                            "vpackssdw {t1:z}, {t1:z}, {t2:z}",
+                            "vpaddsw {t1:z}, {t1:z}, zmmword ptr [{k}]",
+                            "vpackuswb {t0:z}, {t0:z}, {t1:z}",
+                            "vmovdqa32 {t1:z}, zmmword ptr [{k} + 128]",
+                            "vpermd {t0:z}, {t1:z}, {t0:z}",
+                            "vmovdqu8 zmmword ptr [{out}], {t0:z}",
+                            acc = in(reg) acc,
+                            ct = in(reg) ct,
+                            bias = in(reg) bias,
+                            mult = in(reg) mult,
+                            k = in(reg) k,
+                            out = in(reg) out,
+                            skip = in(reg) skip,
+                            pa = out(zmm_reg) _zpa,
+                            pb = out(zmm_reg) _zpb,
+                            u = out(zmm_reg) _zu,
+                            t0 = out(zmm_reg) _zt0,
+                            t1 = out(zmm_reg) _zt1,
+                            t2 = out(zmm_reg) _zt2,
+                            m = out(kreg) _,
+                            options(nostack, preserves_flags),
+                        )
+                    };
+                }
+                if d.kind == DeferKind::AddRelu {
+                    add!(relu);
+                } else {
+                    add!(plain);
+                }
+            }
+        }
+    }
+}
+
+/// Finishes a deferred tile on its own (the last one of a run of tiles): every row, by
+/// [`deferred_row64`].
+///
+/// # Safety
+/// The CPU supports AVX-512 F/BW and FMA (a [`Deferred`] comes from an AVX-512 VNNI kernel);
+/// `d` as in [`deferred_row64`] for every `i < d.rows`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+pub unsafe fn finish_deferred(d: &Deferred<'_>) {
+    for i in 0..d.rows {
+        // SAFETY: this fn's contract; features enabled here.
+        unsafe { deferred_row64(d, i) };
+    }
+}
+
 /// The rare half of [`requant_acc64`]: a tile reaching the add's scalar-formula tail is stored
 /// as an i32 tile and runs the tile epilogue ([`requant_add_tile_avx512`]), so its rows get
 /// exactly the unfused treatment (requantize, then add in place with the row's split). Out of

@@ -8,10 +8,17 @@
 //! the add's vector/scalar formula split at every kind of position inside the tile), and with
 //! the guard flag both as the driver computes it and forced on. Bytes outside the tile must not
 //! be written.
+//!
+//! The deferred epilogue (`IgemmKernel::ukernel_defer`, `requant::Deferred`) the same way: a
+//! tile's stored accumulators requantized by the next tile's kernel between its taps, or by
+//! `finish_deferred`, against the tile epilogue; and the deferring kernel's stored accumulators
+//! against the storing kernel's.
 
 use qkernels_kernels::gemm::{Prefetch, all_igemm_kernels, all_kernels};
 use qkernels_kernels::isa;
 use qkernels_kernels::ops::AddParams;
+#[cfg(target_arch = "x86_64")]
+use qkernels_kernels::requant::{DeferConsts, Deferred, finish_deferred};
 use qkernels_kernels::requant::{Epilogue, RequantCols, Tile64, TileAdd, nan_guard_needed};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -71,7 +78,7 @@ fn biases(rng: &mut StdRng, edge: bool) -> Vec<f32> {
 }
 
 /// Residual-add params for the fused epilogue (all in range for its 64-column narrowing).
-fn add_params() -> [AddParams; 5] {
+fn add_params() -> [AddParams; 6] {
     let s_add = 0.009_925_744_5_f32;
     [
         // The two add formulas disagree on 2.8 % of the pairs with these (docs/semantics.md).
@@ -80,6 +87,8 @@ fn add_params() -> [AddParams; 5] {
         AddParams::new(0.02, 3, 0.015, 200, 0.03, 0, false),
         AddParams::new(1.0e-3, 128, 0.5, 0, 1.0e-2, 255, true),
         AddParams::new(1.0, 255, 1.0, 0, 1.0e-6, 0, true),
+        // Quotients far above 32767 with out_zp 255: the i16 zero-point add must saturate.
+        AddParams::new(1.0, 0, 1.0, 0, 1.0e-3, 255, false),
     ]
 }
 
@@ -176,6 +185,152 @@ fn fused_igemm_epilogue_matches_tile_epilogue() {
         assert!(ran > 0 && guarded > 10, "ran {ran} guarded {guarded}");
     }
     let _ = (ran, guarded);
+}
+
+/// The deferring indirect kernels (`IgemmKernel::ukernel_defer`): a full tile through `ukernel`
+/// (the expected accumulators) and through the deferring entry (its stored accumulators must be
+/// the same i32), which meanwhile finishes a *previous* tile — the first `m` rows of the
+/// expected accumulators, with the constants and residual add `check_case` draws — between its
+/// taps; on every other case the previous tile is finished by `finish_deferred` instead. Its
+/// bytes must equal the tile epilogue's.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn deferred_igemm_epilogue_matches_tile_epilogue() {
+    isa::require_from_env().expect("required ISA missing");
+    let mut rng = StdRng::seed_from_u64(0x0def_e44e);
+    let mut deferred = 0usize;
+    for ik in all_igemm_kernels() {
+        let g = ik.gemm;
+        let (Some(defer), Some(fused)) = (ik.ukernel_defer, ik.ukernel_requant) else {
+            continue;
+        };
+        if !g.isa.is_supported() {
+            continue;
+        }
+        let epi = Epilogue::new(g.isa);
+        for case in 0..600 {
+            // Deferring kernels need one tap per deferred row (`rows ≤ taps`).
+            let taps = [g.mr, 9][case % 2];
+            let ic = [4usize, 8, 64][(case / 2) % 3];
+            let k = taps * ic;
+            let zero = vec![rng.r#gen::<u8>(); ic];
+            let bufs: Vec<Vec<u8>> = (0..taps * g.mr)
+                .map(|_| (0..ic).map(|_| rng.r#gen()).collect())
+                .collect();
+            let ind: Vec<*const u8> = (0..taps * g.mr)
+                .map(|j| {
+                    if rng.gen_bool(0.85) {
+                        bufs[j].as_ptr()
+                    } else {
+                        zero.as_ptr()
+                    }
+                })
+                .collect();
+            let w: Vec<i8> = (0..NR * k).map(|_| rng.r#gen()).collect();
+            let mut pb = vec![0u8; (g.b_panel_bytes)(k)];
+            (g.pack_b)(&w, k, NR, k, &mut pb);
+            let mut tile = vec![0i32; g.mr * NR];
+            // SAFETY: `ind` holds taps·MR pointers to `ic`-byte buffers, `ic % 4 == 0`, `pb` is
+            // the companion's B panel for K = taps·ic, `tile` is MR × NR, and the ISA is
+            // supported.
+            unsafe {
+                (ik.ukernel)(
+                    taps,
+                    ic,
+                    ind.as_ptr(),
+                    std::ptr::null(),
+                    pb.as_ptr(),
+                    tile.as_mut_ptr(),
+                    NR,
+                    g.mr,
+                    NR,
+                    Prefetch::NONE,
+                )
+            };
+            let m = 1 + case % g.mr;
+            let stored = std::cell::RefCell::new(vec![0x5A5A_5A5Ai32; g.mr * NR]);
+            let kernel_ran = std::cell::Cell::new(false);
+            let run = |ep: &Tile64<'_>, out: *mut u8, ldc: usize| {
+                if !Deferred::supports(ep, m, ldc) {
+                    // An add whose scalar tail starts inside the tile: the driver does not
+                    // defer it; the immediate entry gives the bytes.
+                    // SAFETY: as in `fused_igemm_epilogue_matches_tile_epilogue`.
+                    unsafe {
+                        fused(
+                            taps,
+                            ic,
+                            ind.as_ptr(),
+                            std::ptr::null(),
+                            pb.as_ptr(),
+                            m,
+                            ep,
+                            out,
+                            ldc,
+                            Prefetch::NONE,
+                        )
+                    };
+                    return;
+                }
+                let kc = DeferConsts::new(&ep.cols, ep.add.as_ref().map(|a| a.params), ep.guard);
+                let prev = Deferred::new(tile.as_ptr(), m, ep, &kc, out, ldc);
+                // SAFETY: `prev` holds m ≤ MR ≤ taps rows of `tile` (64 i32 each), its output
+                // `out` (m rows of ldc ≥ 64 bytes) and skip rows as `check_case` drew them;
+                // `stored` is a separate MR × 64 buffer; operands as for `ukernel`; the ISA
+                // (AVX-512 VNNI, with FMA) is supported.
+                unsafe {
+                    if case % 4 < 2 {
+                        let acc = stored.borrow_mut().as_mut_ptr();
+                        kernel_ran.set(true);
+                        defer(
+                            taps,
+                            ic,
+                            ind.as_ptr(),
+                            std::ptr::null(),
+                            pb.as_ptr(),
+                            Some(&prev),
+                            acc,
+                            Prefetch::NONE,
+                        );
+                    } else {
+                        finish_deferred(&prev);
+                    }
+                }
+            };
+            check_case(&mut rng, case, m, &tile, &epi, &run, ik.name);
+            if kernel_ran.get() {
+                let stored = stored.borrow();
+                assert_eq!(
+                    *stored, tile,
+                    "{} case {case}: stored accumulators",
+                    ik.name
+                );
+                deferred += 1;
+            }
+            // The deferring entry with nothing pending stores the same accumulators.
+            let mut alone = vec![0i32; g.mr * NR];
+            // SAFETY: as for `ukernel`; `alone` is MR × 64 i32.
+            unsafe {
+                defer(
+                    taps,
+                    ic,
+                    ind.as_ptr(),
+                    std::ptr::null(),
+                    pb.as_ptr(),
+                    None,
+                    alone.as_mut_ptr(),
+                    Prefetch::NONE,
+                )
+            };
+            assert_eq!(
+                alone, tile,
+                "{} case {case}: deferring entry alone",
+                ik.name
+            );
+        }
+    }
+    if isa::Isa::Avx512Vnni.is_supported() {
+        assert!(deferred > 100, "deferred {deferred}");
+    }
 }
 
 /// The GEMM kernels' fused entries (`GemmKernel::ukernel_requant`) the same way: a packed

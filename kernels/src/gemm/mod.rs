@@ -300,6 +300,33 @@ pub type IgemmRequantUkernel = unsafe fn(
     prefetch: Prefetch,
 );
 
+/// Indirect microkernel with the u8 epilogue **deferred** (software pipelining across tiles):
+/// the [`IgemmUkernel`] contract for a full `MR × 64` tile (`NR = 64`), but the accumulators are
+/// stored to `acc` (`acc[64·i + j]`, `i < MR`, `j < 64`) for the next call — or
+/// [`crate::requant::finish_deferred`] — to requantize, and the epilogue of the previous tile,
+/// `prev`, is done between this tile's taps, row `t` after tap `t` (see
+/// [`crate::requant::Deferred`]).
+///
+/// # Safety
+///
+/// * `taps`, `ic`, `ind`, `tap_off`, `b`, `prefetch` as in [`IgemmUkernel`] for `mr = MR`;
+///   the kernel's `NR` is 64;
+/// * `acc` is valid for writes of `MR · 64` i32; it may be `prev.acc` (every row of `prev` is
+///   read before `acc` is written), but no other live reference covers it;
+/// * `prev`, if any, has at most `taps` rows and satisfies the safety contract of
+///   [`crate::requant::finish_deferred`] (its output rows do not overlap `acc`);
+/// * the CPU supports the kernel's ISA.
+pub type IgemmDeferUkernel = unsafe fn(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    tap_off: *const usize,
+    b: *const u8,
+    prev: Option<&crate::requant::Deferred<'_>>,
+    acc: *mut i32,
+    prefetch: Prefetch,
+);
+
 /// One indirect-conv microkernel and the GEMM kernel whose packed B (and tile, ISA,
 /// accumulation) it shares.
 #[derive(Clone, Copy, Debug)]
@@ -311,6 +338,8 @@ pub struct IgemmKernel {
     pub ukernel: IgemmUkernel,
     /// The same kernel with the u8 epilogue of full 64-column tiles fused, if it has one.
     pub ukernel_requant: Option<IgemmRequantUkernel>,
+    /// The same kernel with the epilogue of full `MR × 64` tiles deferred, if it has one.
+    pub ukernel_defer: Option<IgemmDeferUkernel>,
 }
 
 /// Every indirect-conv kernel compiled into this build (tests and benches iterate this list).

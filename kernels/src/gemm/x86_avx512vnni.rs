@@ -26,7 +26,7 @@ use super::x86_pack::{pack_a_rows_u8, rows_u8_panel_bytes};
 use super::{GemmKernel, IgemmKernel, Prefetch, ckr_panel_bytes, pack_b_ckr};
 use crate::isa::Isa;
 #[cfg(target_arch = "x86_64")]
-use crate::requant::{Tile64, requant_acc64};
+use crate::requant::{Deferred, Tile64, deferred_row64, requant_acc64};
 
 /// Writes (or adds) one row of `NV` zmm accumulators to `c[0..nr]` with masked stores.
 ///
@@ -657,7 +657,7 @@ unsafe fn zmm_indirect_rows<const MR: usize, const R: usize, const NV: usize>(
 ) {
     debug_assert!(R <= MR && mr <= R);
     // SAFETY: the caller's contract.
-    let acc = unsafe { zmm_indirect_acc::<MR, R, NV>(taps, ic, ind, tap_off, b, pf) };
+    let acc = unsafe { zmm_indirect_acc::<MR, R, NV>(taps, ic, ind, tap_off, b, pf, None) };
     for (i, row) in acc.iter().enumerate().take(mr) {
         // SAFETY: row `i < mr` of the caller's tile holds `nr` writable i32.
         unsafe { store_row(row, c.add(i * rs_c), nr, false) };
@@ -667,8 +667,9 @@ unsafe fn zmm_indirect_rows<const MR: usize, const R: usize, const NV: usize>(
 /// The K loop of the indirect kernels: the `R × 16·NV` accumulators of rows `0..R` (pointers
 /// `ind[t·MR + i]`, or `ind[i] + tap_off[t]` in window mode, `i < R ≤ MR`) over all taps, in
 /// registers, prefetching the lines of `pf` on the way. The storing
-/// ([`zmm_indirect_rows`]) and the requantizing ([`zmm_indirect_requant_tile`]) entry points are
-/// built on it.
+/// ([`zmm_indirect_rows`]), the requantizing ([`zmm_indirect_requant_tile`]) and the deferring
+/// ([`ukernel_zmm_indirect_defer`]) entry points are built on it; the last passes `prev`, the
+/// tile whose epilogue it finishes: row `t` of `prev` after tap `t`.
 ///
 /// # Safety
 /// As [`ukernel_zmm_indirect`] (the `ind`, `tap_off`, `ic`, `b` parts); only called from AVX-512 VNNI
@@ -682,8 +683,10 @@ unsafe fn zmm_indirect_acc<const MR: usize, const R: usize, const NV: usize>(
     tap_off: *const usize,
     b: *const u8,
     pf: Prefetch,
+    prev: Option<&Deferred<'_>>,
 ) -> [[__m512i; NV]; R] {
     debug_assert!(R <= MR);
+    debug_assert!(prev.is_none_or(|d| d.rows <= taps));
     // SAFETY: value-only intrinsic; ISA support is the caller's contract.
     let mut acc = [[unsafe { _mm512_setzero_si512() }; NV]; R];
     let mut pb = b;
@@ -728,6 +731,13 @@ unsafe fn zmm_indirect_acc<const MR: usize, const R: usize, const NV: usize>(
             k += 4;
             // SAFETY: advancing within (or one past the end of) the B panel.
             pb = unsafe { pb.add(64 * NV) };
+        }
+        if let Some(d) = prev
+            && t < d.rows
+        {
+            // SAFETY: row `t < rows` of the deferred tile (the caller's contract); the
+            // features `deferred_row64` needs are enabled in every caller.
+            unsafe { deferred_row64(d, t) };
         }
     }
     acc
@@ -802,8 +812,43 @@ unsafe fn zmm_indirect_requant_tile<const MR: usize, const R: usize>(
     debug_assert_eq!(mr, R);
     // SAFETY: the caller's contract; features enabled here.
     unsafe {
-        let acc = zmm_indirect_acc::<MR, R, 4>(taps, ic, ind, tap_off, b, pf);
+        let acc = zmm_indirect_acc::<MR, R, 4>(taps, ic, ind, tap_off, b, pf, None);
         requant_acc64::<R>(&acc, ep, out, ldc);
+    }
+}
+
+/// AVX-512 VNNI indirect microkernel with the epilogue deferred (see
+/// [`super::IgemmDeferUkernel`] and `requant::Deferred`): a full `MR × 64` tile whose
+/// accumulators are stored to `acc`, with the previous tile's row `t` requantized after tap `t`.
+///
+/// # Safety
+/// See [`super::IgemmDeferUkernel`]; the CPU supports AVX-512 F/BW/VL/VNNI and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn ukernel_zmm_indirect_defer<const MR: usize>(
+    taps: usize,
+    ic: usize,
+    ind: *const *const u8,
+    tap_off: *const usize,
+    b: *const u8,
+    prev: Option<&Deferred<'_>>,
+    acc: *mut i32,
+    pf: Prefetch,
+) {
+    debug_assert!(ic.is_multiple_of(4) && ic > 0 && taps > 0);
+    debug_assert!(prev.is_none_or(|d| d.rows <= taps));
+    // SAFETY: the caller's contract: MR rows' pointers are read; every row of `prev` is
+    // requantized inside `zmm_indirect_acc` (one per tap, `rows ≤ taps`) before `acc` is
+    // written; features enabled here.
+    unsafe {
+        let rows = zmm_indirect_acc::<MR, MR, 4>(taps, ic, ind, tap_off, b, pf, prev);
+        for (i, row) in rows.iter().enumerate() {
+            for (v, x) in row.iter().enumerate() {
+                // SAFETY: `64·i + 16·v + 16 ≤ 64·MR` i32 are writable from `acc`.
+                _mm512_storeu_si512(acc.add(64 * i + 16 * v) as *mut __m512i, *x);
+            }
+        }
     }
 }
 
@@ -815,4 +860,5 @@ pub static U8S8S32_IGEMM_AVX512VNNI_6X64C4: IgemmKernel = IgemmKernel {
     gemm: &U8S8S32_GEMM_AVX512VNNI_6X64C4,
     ukernel: ukernel_zmm_indirect::<6, 4>,
     ukernel_requant: Some(ukernel_zmm_indirect_requant::<6>),
+    ukernel_defer: Some(ukernel_zmm_indirect_defer::<6>),
 };
