@@ -385,6 +385,23 @@ impl Conv2d {
             }
             return Ok(());
         }
+        // Few input channels (the RGB stem): column strips instead of im2col rows.
+        if residual.is_none()
+            && groups.len() == 1
+            && !self.uses_igemm(batch, h, w)
+            && crate::gemm::gemm_requant_strips(
+                &groups[0],
+                &geo,
+                x,
+                (oh, ow),
+                x_q,
+                out_q,
+                relu,
+                &mut out[..n_out],
+            )?
+        {
+            return Ok(());
+        }
         let ocg = p.out_channels / p.groups;
         let m = batch * oh * ow;
         for (g, pw) in groups.iter().enumerate() {
@@ -441,6 +458,22 @@ impl Conv2d {
             && groups[0]
                 .igemm_kernel()
                 .is_some_and(|k| icg.is_multiple_of(k.gemm.kr))
+    }
+
+    /// Whether a call on a `batch × h × w` input (without residual add) runs on the column-strip
+    /// path of small-channel convs (`gemm::gemm_requant_strips`: the RGB stem on AVX-512 VNNI),
+    /// given requant params its fused epilogue takes (any valid u8 params).
+    #[doc(hidden)]
+    pub fn uses_strips(&self, batch: usize, h: usize, w: usize) -> bool {
+        let Engine::Gemm(groups) = &self.engine else {
+            return false;
+        };
+        let Ok(size) = self.output_size(h, w) else {
+            return false;
+        };
+        groups.len() == 1
+            && !self.uses_igemm(batch, h, w)
+            && crate::gemm::strips_fit(&groups[0], &self.params.geometry(batch, h, w), size)
     }
 
     /// Whether a call runs on the exact integer Winograd F(2×2, 3×3) engine (packed for it: exact

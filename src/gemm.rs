@@ -16,7 +16,10 @@
 //!
 //! Results are bit-identical for every ISA and every thread count.
 
-use crate::validate::{check_capacity, check_nonzero, check_qparams_u8, check_weight_qparams};
+use crate::validate::{
+    check_capacity, check_len, check_nonzero, check_qparams_u8, check_weight_qparams,
+    checked_product,
+};
 use crate::weight_arena::PackedBuf;
 use crate::{Error, Isa, QParams, Result, WeightQParams};
 use aligned_vec::{AVec, ConstAlign};
@@ -832,6 +835,243 @@ pub fn gemm_requant(
     };
     run(pw, a, sink, ldc);
     Ok(())
+}
+
+/// Whether the column-strip path ([`gemm_requant_strips`]) is on (default; a switch for A/B
+/// measurements and tests: the bytes are identical either way). `QKERNELS_STRIPS=0` turns it off.
+static STRIPS: AtomicBool = AtomicBool::new(true);
+
+/// Enables or disables the column-strip path of small-channel convs for the whole process.
+#[doc(hidden)]
+pub fn set_strips_enabled(on: bool) {
+    STRIPS.store(on, Ordering::Relaxed);
+}
+
+fn strips_enabled() -> bool {
+    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    STRIPS.load(Ordering::Relaxed)
+        && *ENV.get_or_init(|| std::env::var("QKERNELS_STRIPS").map_or(true, |v| v != "0"))
+}
+
+/// Output columns per unit of work of [`gemm_requant_strips`]: their strips (≈ 40 KiB for the
+/// ResNet stem) stay in L2 while their tiles run.
+const STRIP_COLS: usize = 8;
+
+thread_local! {
+    /// The strips of [`gemm_requant_strips`], kept per thread between calls (like `A_BUF`).
+    static STRIP_BUF: std::cell::RefCell<AVec<u8, ConstAlign<64>>> =
+        std::cell::RefCell::new(AVec::new(64));
+}
+
+/// A dense conv with few input channels (the RGB stem) as GEMM without im2col rows: for each
+/// output column `x` one **column strip** holds, for every padded input row `iy` the conv's
+/// windows can touch, the `kw·C` bytes of that row under the window of column `x`
+/// (`S_x[iy·kw·C ..]`, padding = the input zero point). Output pixel `(y, x)`'s im2col row is
+/// then the `kh·kw·C` contiguous bytes at `S_x + y·stride_h·kw·C`: consecutive output rows
+/// overlap, so the strips hold ≈ `stride_h·kh`× fewer bytes than the im2col rows (the stem:
+/// 112 strips × 230 runs of 21 bytes instead of 12544 rows × 7 runs). A tile is six output
+/// rows `y .. y + 6` of one column: the fused VNNI kernel reads its A rows at stride
+/// `stride_h·kw·C` (`lda`), and its output rows are `ow·ldc` apart. The K padding byte(s) the
+/// kernel reads past a row's `K` bytes (the next run's first bytes) meet zero weights. The
+/// arithmetic of every output element is unchanged: same bytes as [`gemm_requant`] on the conv's
+/// im2col rows.
+///
+/// Returns `Ok(false)`, having done nothing, when the call does not fit the path: weights not on
+/// a kernel with a fused 64-column entry, N not a multiple of 64, weight zero points, groups or
+/// dilation, input channels a multiple of 4 (the indirect kernel's case), `kw·C > 64`, requant
+/// params outside the fused epilogue's range, or switched off.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_requant_strips(
+    pw: &PackedWeights,
+    geo: &crate::Conv2dGeometry,
+    x: &[u8],
+    (oh, ow): (usize, usize),
+    a_q: QParams,
+    out_q: QParams,
+    relu: bool,
+    out: &mut [u8],
+) -> Result<bool> {
+    let g = geo;
+    let kern = pw.kernel;
+    let run = g.kernel_w * g.in_c;
+    let Some(fused) = kern.ukernel_requant.filter(|_| strips_fit(pw, g, (oh, ow))) else {
+        return Ok(false);
+    };
+    check_qparams_u8(a_q, "input")?;
+    check_qparams_u8(out_q, "output")?;
+    let n_in = checked_product(&[g.batch, g.in_h, g.in_w, g.in_c], "conv input")?;
+    check_len(x.len(), n_in, "conv input (NHWC)")?;
+    let ldc = pw.n;
+    let n_out = checked_product(&[g.batch, oh, ow, ldc], "conv output")?;
+    check_capacity(out.len(), n_out, "conv output")?;
+    let (rq, col_term) = pw.epilogue_constants(a_q, out_q, relu);
+    let cols = requant_cols(&rq, &col_term, None);
+    if !Tile64::supports(&cols, None) {
+        return Ok(false);
+    }
+    let guard = nan_guard_needed(&cols);
+    let kp = kern.round_k(pw.k);
+    let lda = g.stride_h * run;
+    // Padded input rows a strip covers, and its length: the last output row's A row starts
+    // at `(oh − 1)·lda` and the kernel reads `kp` bytes from there.
+    let strip_rows = (oh - 1) * g.stride_h + g.kernel_h;
+    let strip = ((oh - 1) * lda + kp)
+        .max(strip_rows * run)
+        .next_multiple_of(64);
+    let pad = a_q.zero_point as u8;
+    let base = OutPtr(out.as_mut_ptr());
+    let units: Vec<(usize, usize)> = (0..g.batch)
+        .flat_map(|b| (0..ow.div_ceil(STRIP_COLS)).map(move |u| (b, u * STRIP_COLS)))
+        .collect();
+    let work = |buf: &mut AVec<u8, ConstAlign<64>>, (b, x0): (usize, usize)| {
+        // (the whole `OutPtr`, which is `Sync`, not its raw pointer field)
+        let base = &base;
+        let xs = STRIP_COLS.min(ow - x0);
+        if buf.len() < xs * strip {
+            *buf = AVec::from_iter(64, std::iter::repeat_n(0u8, STRIP_COLS * strip));
+        }
+        let img = &x[b * g.in_h * g.in_w * g.in_c..][..g.in_h * g.in_w * g.in_c];
+        for (c, s) in buf.chunks_exact_mut(strip).take(xs).enumerate() {
+            fill_strip(img, g, x0 + c, strip_rows, pad, &mut s[..strip_rows * run]);
+        }
+        for c in 0..xs {
+            let xo = x0 + c;
+            let s = &buf[c * strip..][..strip];
+            for y0 in (0..oh).step_by(kern.mr) {
+                let r = kern.mr.min(oh - y0);
+                let row = (b * oh + y0) * ow + xo;
+                for p in 0..pw.n / 64 {
+                    let ep = Tile64 {
+                        cols: cols.range(64 * p, 64),
+                        guard,
+                        add: None,
+                    };
+                    let bp = &pw.packed[p * pw.panel_bytes..][..pw.panel_bytes];
+                    let a = &s[y0 * lda..(y0 + r - 1) * lda + kp];
+                    // SAFETY: `a` holds `r` rows of `kp` bytes at stride `lda` (sliced above:
+                    // inside the strip), `bp` a whole B panel of `kern` for K = pw.k (`kp`
+                    // rounded to its KR); the kernel's NR is 64 and `ep` its 64 columns of the
+                    // call's constants, accepted by `Tile64::supports`, `guard` from
+                    // `nan_guard_needed` over all columns. Output rows `row + i·ow`, `i < r`,
+                    // columns `64p .. 64p + 64` are inside `out` (`check_capacity` above) and
+                    // written by this unit only (units own distinct columns `xo`); `1 ≤ r ≤ MR`;
+                    // the ISA was checked when the weights were packed.
+                    unsafe {
+                        fused(
+                            kp,
+                            lda,
+                            a.as_ptr(),
+                            bp.as_ptr(),
+                            r,
+                            &ep,
+                            base.0.add(row * ldc + 64 * p),
+                            ow * ldc,
+                        )
+                    };
+                }
+            }
+        }
+    };
+    let take = || {
+        STRIP_BUF
+            .try_with(|b| std::mem::replace(&mut *b.borrow_mut(), AVec::new(64)))
+            .unwrap_or_else(|_| AVec::new(64))
+    };
+    let give = |buf: AVec<u8, ConstAlign<64>>| {
+        let _ = STRIP_BUF.try_with(|b| {
+            if let Ok(mut cur) = b.try_borrow_mut() {
+                *cur = buf;
+            }
+        });
+    };
+    if rayon::current_num_threads() > 1 && units.len() > 1 {
+        units.into_par_iter().for_each_init(
+            || StripBuf(Some(take())),
+            |b, u| work(b.0.as_mut().expect("strip buffer"), u),
+        );
+    } else {
+        let mut buf = take();
+        units.into_iter().for_each(|u| work(&mut buf, u));
+        give(buf);
+    }
+    Ok(true)
+}
+
+/// A worker's strip buffer, handed back to its thread's cache when the call's work is done.
+struct StripBuf(Option<AVec<u8, ConstAlign<64>>>);
+
+impl Drop for StripBuf {
+    fn drop(&mut self) {
+        if let Some(buf) = self.0.take() {
+            let _ = STRIP_BUF.try_with(|b| {
+                if let Ok(mut cur) = b.try_borrow_mut() {
+                    *cur = buf;
+                }
+            });
+        }
+    }
+}
+
+/// The shape conditions of [`gemm_requant_strips`] (everything but the requant params).
+pub(crate) fn strips_fit(
+    pw: &PackedWeights,
+    g: &crate::Conv2dGeometry,
+    (oh, ow): (usize, usize),
+) -> bool {
+    let run = g.kernel_w * g.in_c;
+    strips_enabled()
+        && fused_epilogue_enabled()
+        && pw.kernel.ukernel_requant.is_some()
+        && pw.kernel.nr == 64
+        && pw.n.is_multiple_of(64)
+        && !pw.any_w_zp
+        && g.groups == 1
+        && g.dilation_h == 1
+        && g.dilation_w == 1
+        && !g.in_c.is_multiple_of(4)
+        && run <= 64
+        && g.kernel_h * run == pw.k
+        && oh > 0
+        && ow > 0
+        && g.out_c == pw.n
+}
+
+/// Column strip of output column `xo` (see [`gemm_requant_strips`]): `rows` padded input rows
+/// from `−pad_h`, each the `kw·C` bytes under the window of column `xo`, the input zero point
+/// `pad` outside the image.
+fn fill_strip(
+    img: &[u8],
+    g: &crate::Conv2dGeometry,
+    xo: usize,
+    rows: usize,
+    pad: u8,
+    dst: &mut [u8],
+) {
+    let c = g.in_c;
+    let run = g.kernel_w * c;
+    let ix0 = (xo * g.stride_w) as isize - g.pad_w as isize;
+    let inside = ix0 >= 0 && ix0 as usize + g.kernel_w <= g.in_w;
+    for (iy_p, d) in dst.chunks_exact_mut(run).take(rows).enumerate() {
+        let iy = iy_p as isize - g.pad_h as isize;
+        if iy < 0 || iy as usize >= g.in_h {
+            d.fill(pad);
+            continue;
+        }
+        let line = &img[iy as usize * g.in_w * c..][..g.in_w * c];
+        if inside {
+            let s = ix0 as usize * c;
+            qkernels_kernels::im2col::copy_run(d, &line[s..s + run]);
+        } else {
+            for (kx, px) in d.chunks_exact_mut(c).enumerate() {
+                let ix = ix0 + kx as isize;
+                if ix < 0 || ix as usize >= g.in_w {
+                    px.fill(pad);
+                } else {
+                    px.copy_from_slice(&line[ix as usize * c..][..c]);
+                }
+            }
+        }
+    }
 }
 
 /// [`gemm_requant`] (no ReLU) with a residual add fused into the epilogue: `out[i·ldc + j] =
@@ -1921,7 +2161,16 @@ fn tile_fused<'a>(
             ),
             (A::Panel(k, ap), _) => {
                 debug_assert_eq!(ap.len(), (kern.a_panel_bytes)(plan.pw.k));
-                k(plan.kp, ap.as_ptr(), bp.as_ptr(), r, &ep, out, plan.ldc)
+                k(
+                    plan.kp,
+                    plan.kp,
+                    ap.as_ptr(),
+                    bp.as_ptr(),
+                    r,
+                    &ep,
+                    out,
+                    plan.ldc,
+                )
             }
         }
     };

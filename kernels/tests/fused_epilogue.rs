@@ -380,7 +380,7 @@ fn fused_gemm_epilogue_matches_tile_epilogue() {
                 // SAFETY: as for the unfused kernel; `ep` holds 64-column slices, params
                 // accepted by `Tile64::supports`, `guard` ≥ what `nan_guard_needed` asks, skip
                 // rows of 64 bytes for m rows; `out` holds m rows of ldc ≥ 64 bytes.
-                unsafe { fused(kc, pa.as_ptr(), pb.as_ptr(), m, ep, out, ldc) }
+                unsafe { fused(kc, kc, pa.as_ptr(), pb.as_ptr(), m, ep, out, ldc) }
             };
             guarded += usize::from(check_case(&mut rng, case, m, &tile, &epi, &run, g.name));
             ran += 1;

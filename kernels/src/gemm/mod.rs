@@ -78,11 +78,14 @@ pub type GemmUkernel = unsafe fn(
 ///
 /// # Safety
 ///
-/// * `kc`, `a`, `b`, `mr` as in [`GemmUkernel`]; the kernel's `NR` is 64;
+/// * `kc`, `a`, `b`, `mr` as in [`GemmUkernel`], except that row `i` of the A panel starts at
+///   `a + i·lda` (`lda = kc` for a packed panel; a smaller `lda` reads overlapping rows, as the
+///   stem's column strips do: `gemm_requant_strips` in the root crate); the kernel's `NR` is 64;
 /// * `ep`, `out`, `ldc` as in [`IgemmRequantUkernel`];
 /// * the CPU supports the kernel's ISA.
 pub type GemmRequantUkernel = unsafe fn(
     kc: usize,
+    lda: usize,
     a: *const u8,
     b: *const u8,
     mr: usize,

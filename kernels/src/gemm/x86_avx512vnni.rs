@@ -195,7 +195,7 @@ unsafe fn zmm_rows<const R: usize, const NV: usize, const SAT: bool>(
 ) {
     debug_assert!(mr <= R);
     // SAFETY: the caller's contract.
-    let acc = unsafe { zmm_acc::<R, NV, SAT>(kc, a, b) };
+    let acc = unsafe { zmm_acc::<R, NV, SAT>(kc, kc, a, b) };
     for (i, row) in acc.iter().enumerate().take(mr) {
         // SAFETY: row `i < mr` of the caller's tile holds `nr` writable i32.
         unsafe { store_row(row, c.add(i * rs_c), nr, accumulate) };
@@ -213,6 +213,7 @@ unsafe fn zmm_rows<const R: usize, const NV: usize, const SAT: bool>(
 #[inline(always)]
 unsafe fn zmm_acc<const R: usize, const NV: usize, const SAT: bool>(
     kc: usize,
+    lda: usize,
     a: *const u8,
     b: *const u8,
 ) -> [[__m512i; NV]; R] {
@@ -230,9 +231,9 @@ unsafe fn zmm_acc<const R: usize, const NV: usize, const SAT: bool>(
             *x = unsafe { _mm512_loadu_si512(pb.add(64 * v) as *const __m512i) };
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: row `i` of the A panel starts at `i·kc`; 4 bytes of it at this K group; ISA
-            // support is the caller's contract.
-            let va = unsafe { _mm512_set1_epi32((pa.add(i * kc) as *const i32).read_unaligned()) };
+            // SAFETY: row `i` of the A panel starts at `i·lda`; 4 bytes of it at this K group;
+            // ISA support is the caller's contract.
+            let va = unsafe { _mm512_set1_epi32((pa.add(i * lda) as *const i32).read_unaligned()) };
             for (r, x) in row.iter_mut().zip(&vb) {
                 // SAFETY: this kernel runs with AVX-512 F/BW/VNNI.
                 *r = unsafe { madd4::<SAT>(*r, va, *x, ones) };
@@ -259,6 +260,7 @@ unsafe fn zmm_acc<const R: usize, const NV: usize, const SAT: bool>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
 unsafe fn ukernel_zmm_requant<const MR: usize>(
     kc: usize,
+    lda: usize,
     a: *const u8,
     b: *const u8,
     mr: usize,
@@ -267,16 +269,17 @@ unsafe fn ukernel_zmm_requant<const MR: usize>(
     ldc: usize,
 ) {
     debug_assert!(kc.is_multiple_of(4) && MR <= 6 && (1..=MR).contains(&mr) && ldc >= 64);
+    debug_assert!(mr == 1 || lda > 0);
     // SAFETY: `R = mr ≤ MR` rows of the panel are read and stored (the caller's contract covers
     // MR rows); this function runs with AVX-512 F/BW/VL/VNNI + FMA.
     unsafe {
         match mr {
-            1 => zmm_requant_tile::<1>(kc, a, b, ep, out, ldc),
-            2 => zmm_requant_tile::<2>(kc, a, b, ep, out, ldc),
-            3 => zmm_requant_tile::<3>(kc, a, b, ep, out, ldc),
-            4 => zmm_requant_tile::<4>(kc, a, b, ep, out, ldc),
-            5 => zmm_requant_tile::<5>(kc, a, b, ep, out, ldc),
-            _ => zmm_requant_tile::<MR>(kc, a, b, ep, out, ldc),
+            1 => zmm_requant_tile::<1>(kc, lda, a, b, ep, out, ldc),
+            2 => zmm_requant_tile::<2>(kc, lda, a, b, ep, out, ldc),
+            3 => zmm_requant_tile::<3>(kc, lda, a, b, ep, out, ldc),
+            4 => zmm_requant_tile::<4>(kc, lda, a, b, ep, out, ldc),
+            5 => zmm_requant_tile::<5>(kc, lda, a, b, ep, out, ldc),
+            _ => zmm_requant_tile::<MR>(kc, lda, a, b, ep, out, ldc),
         }
     }
 }
@@ -291,6 +294,7 @@ unsafe fn ukernel_zmm_requant<const MR: usize>(
 #[inline(never)]
 unsafe fn zmm_requant_tile<const R: usize>(
     kc: usize,
+    lda: usize,
     a: *const u8,
     b: *const u8,
     ep: &Tile64<'_>,
@@ -299,7 +303,7 @@ unsafe fn zmm_requant_tile<const R: usize>(
 ) {
     // SAFETY: the caller's contract; features enabled here.
     unsafe {
-        let acc = zmm_acc::<R, 4, false>(kc, a, b);
+        let acc = zmm_acc::<R, 4, false>(kc, lda, a, b);
         requant_acc64::<R>(&acc, ep, out, ldc);
     }
 }

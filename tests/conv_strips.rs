@@ -1,0 +1,111 @@
+//! The column-strip path of small-channel convs (`gemm::gemm_requant_strips`, the RGB stem on
+//! AVX-512 VNNI) against `qkernels_ref::conv2d_nhwc`, tolerance 0: input channels 1–7 (not
+//! multiples of 4), kernels 1×1 to 7×7 (and non-square), strides 1–3, paddings 0–3, batch 1–2,
+//! output heights below, at and above the 6-row tile (every tail), N of 64 and 128 (and 70 and
+//! weight zero points, which fall back to im2col rows), ReLU or not, random qparams. Every case
+//! also runs with the path switched off and must give the same bytes. Fixed seeds.
+//!
+//! One `#[test]` only: `set_strips_enabled` is process-wide.
+
+use qkernels::conv::{Conv2d, Conv2dParams, ConvOptions};
+use qkernels::{Accumulation, Isa, QParams, WeightQParams, reference as r};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+#[test]
+fn strips_battery_matches_reference() {
+    qkernels::isa::require_from_env().expect("QKERNELS_REQUIRE_ISA");
+    let mut rng = StdRng::seed_from_u64(0x57_1295);
+    let (mut cases, mut strips) = (0, 0);
+    let shapes = [(7, 7), (3, 3), (5, 3), (1, 1), (2, 5), (7, 1)];
+    for case in 0..120 {
+        let (kh, kw) = shapes[case % shapes.len()];
+        let ic = [1usize, 2, 3, 5, 6, 7][rng.gen_range(0..6)];
+        let stride = rng.gen_range(1..=3);
+        let pad = rng.gen_range(0..=3.min(kh.min(kw)));
+        let oc = match case % 8 {
+            0 => 70,
+            1 | 2 => 128,
+            _ => 64,
+        };
+        let w_zp = case % 11 == 5;
+        let batch = rng.gen_range(1..=2);
+        let (h, w) = (rng.gen_range(kh..kh + 20), rng.gen_range(kw..kw + 20));
+        let p = Conv2dParams {
+            in_channels: ic,
+            out_channels: oc,
+            kernel_h: kh,
+            kernel_w: kw,
+            stride_h: stride,
+            stride_w: stride,
+            pad_h: pad,
+            pad_w: pad,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 1,
+        };
+        let Ok((oh, ow)) = p.output_size(h, w) else {
+            continue;
+        };
+        let x: Vec<u8> = (0..batch * h * w * ic).map(|_| rng.r#gen()).collect();
+        let wts: Vec<i8> = (0..oc * ic * kh * kw).map(|_| rng.r#gen()).collect();
+        let zps = (0..oc)
+            .map(|_| if w_zp { rng.gen_range(-128..=127) } else { 0 })
+            .collect();
+        let wq = WeightQParams::per_channel(
+            (0..oc)
+                .map(|_| 10f64.powf(rng.gen_range(-3.0..-1.5)))
+                .collect(),
+            zps,
+        );
+        let bias: Option<Vec<f32>> = rng
+            .gen_bool(0.7)
+            .then(|| (0..oc).map(|_| rng.gen_range(-2.0f32..2.0)).collect());
+        let xq = QParams::new(
+            10f64.powf(rng.gen_range(-2.5..-1.0)),
+            rng.gen_range(0..=255),
+        );
+        let outq = QParams::new(10f64.powf(rng.gen_range(-1.0..0.5)), rng.gen_range(0..=255));
+        let relu = rng.r#gen();
+        let geo = p.geometry(batch, h, w);
+        let want = r::conv2d_nhwc(
+            &geo,
+            &x,
+            xq,
+            &wts,
+            &wq,
+            bias.as_deref(),
+            outq,
+            relu,
+            Accumulation::Exact,
+        );
+        let n_out = batch * oh * ow * oc;
+        for isa in Isa::supported() {
+            let opts = ConvOptions {
+                isa,
+                accumulation: Accumulation::Exact,
+            };
+            let conv = Conv2d::with_options(p, &wts, &wq, bias.as_deref(), &opts).unwrap();
+            for on in [true, false] {
+                qkernels::gemm::set_strips_enabled(on);
+                let used = conv.uses_strips(batch, h, w);
+                assert!(on || !used);
+                strips += usize::from(used);
+                let mut y = vec![0xA5u8; n_out + 1];
+                conv.run(&x, batch, h, w, xq, outq, relu, &mut y).unwrap();
+                assert_eq!(
+                    &y[..n_out],
+                    &want[..],
+                    "{p:?} batch {batch} {h}x{w} isa {isa} strips {used}"
+                );
+                assert_eq!(y[n_out], 0xA5, "wrote past the output");
+            }
+            qkernels::gemm::set_strips_enabled(true);
+        }
+        cases += 1;
+    }
+    assert!(cases > 100, "{cases} cases");
+    if Isa::Avx512Vnni.is_supported() {
+        assert!(strips > 50, "only {strips} of {cases} cases ran on strips");
+    }
+}
