@@ -6,8 +6,11 @@
 //!
 //! One `#[test]` only: `set_igemm_enabled` is process-wide.
 
+mod common;
+
+use common::RandomConv;
 use qkernels::conv::{Conv2d, Conv2dParams, ConvOptions};
-use qkernels::{Accumulation, Isa, QParams, WeightQParams, reference as r};
+use qkernels::{Accumulation, Isa};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -21,44 +24,17 @@ fn run_case(
     w_zp: bool,
     isas: &[Isa],
 ) -> bool {
-    let x: Vec<u8> = (0..batch * h * w * p.in_channels)
-        .map(|_| rng.r#gen())
-        .collect();
-    let n_w = p.out_channels * (p.in_channels / p.groups) * p.kernel_h * p.kernel_w;
-    let wts: Vec<i8> = (0..n_w).map(|_| rng.r#gen()).collect();
-    let oc = p.out_channels;
-    let zps = if w_zp {
-        (0..oc).map(|_| rng.gen_range(-128..=127)).collect()
-    } else {
-        vec![0; oc]
-    };
-    let wq = WeightQParams::per_channel(
-        (0..oc)
-            .map(|_| 10f64.powf(rng.gen_range(-3.5..-2.0)))
-            .collect(),
-        zps,
-    );
-    let bias: Option<Vec<f32>> = rng
-        .gen_bool(0.7)
-        .then(|| (0..oc).map(|_| rng.gen_range(-2.0f32..2.0)).collect());
-    let xq = QParams::new(
-        10f64.powf(rng.gen_range(-2.5..-1.0)),
-        rng.gen_range(0..=255),
-    );
-    let outq = QParams::new(10f64.powf(rng.gen_range(-1.0..0.5)), rng.gen_range(0..=255));
-    let relu = rng.r#gen();
-    let geo = p.geometry(batch, h, w);
-    let want = r::conv2d_nhwc(
-        &geo,
-        &x,
+    let RandomConv {
+        x,
+        wts,
+        wq,
+        bias,
         xq,
-        &wts,
-        &wq,
-        bias.as_deref(),
         outq,
         relu,
-        Accumulation::Exact,
-    );
+        want,
+    } = RandomConv::new(rng, &p, batch, h, w, w_zp);
+    let oc = p.out_channels;
     let (oh, ow) = p.output_size(h, w).unwrap();
     let n_out = batch * oh * ow * oc;
     let mut used = false;

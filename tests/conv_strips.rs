@@ -2,13 +2,17 @@
 //! AVX-512 VNNI) against `qkernels_ref::conv2d_nhwc`, tolerance 0: input channels 1–7 (not
 //! multiples of 4), kernels 1×1 to 7×7 (and non-square), strides 1–3, paddings 0–3, batch 1–2,
 //! output heights below, at and above the 6-row tile (every tail), N of 64 and 128 (and 70 and
-//! weight zero points, which fall back to im2col rows), ReLU or not, random qparams. Every case
+//! weight zero points, which fall back to im2col rows), ReLU or not, random qparams
+//! (`common::RandomConv`). Every case
 //! also runs with the path switched off and must give the same bytes. Fixed seeds.
 //!
 //! One `#[test]` only: `set_strips_enabled` is process-wide.
 
+mod common;
+
+use common::RandomConv;
 use qkernels::conv::{Conv2d, Conv2dParams, ConvOptions};
-use qkernels::{Accumulation, Isa, QParams, WeightQParams, reference as r};
+use qkernels::{Accumulation, Isa};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -47,38 +51,16 @@ fn strips_battery_matches_reference() {
         let Ok((oh, ow)) = p.output_size(h, w) else {
             continue;
         };
-        let x: Vec<u8> = (0..batch * h * w * ic).map(|_| rng.r#gen()).collect();
-        let wts: Vec<i8> = (0..oc * ic * kh * kw).map(|_| rng.r#gen()).collect();
-        let zps = (0..oc)
-            .map(|_| if w_zp { rng.gen_range(-128..=127) } else { 0 })
-            .collect();
-        let wq = WeightQParams::per_channel(
-            (0..oc)
-                .map(|_| 10f64.powf(rng.gen_range(-3.0..-1.5)))
-                .collect(),
-            zps,
-        );
-        let bias: Option<Vec<f32>> = rng
-            .gen_bool(0.7)
-            .then(|| (0..oc).map(|_| rng.gen_range(-2.0f32..2.0)).collect());
-        let xq = QParams::new(
-            10f64.powf(rng.gen_range(-2.5..-1.0)),
-            rng.gen_range(0..=255),
-        );
-        let outq = QParams::new(10f64.powf(rng.gen_range(-1.0..0.5)), rng.gen_range(0..=255));
-        let relu = rng.r#gen();
-        let geo = p.geometry(batch, h, w);
-        let want = r::conv2d_nhwc(
-            &geo,
-            &x,
+        let RandomConv {
+            x,
+            wts,
+            wq,
+            bias,
             xq,
-            &wts,
-            &wq,
-            bias.as_deref(),
             outq,
             relu,
-            Accumulation::Exact,
-        );
+            want,
+        } = RandomConv::new(&mut rng, &p, batch, h, w, w_zp);
         let n_out = batch * oh * ow * oc;
         for isa in Isa::supported() {
             let opts = ConvOptions {

@@ -14,7 +14,7 @@
 //! `finish_deferred`, against the tile epilogue; and the deferring kernel's stored accumulators
 //! against the storing kernel's.
 
-use qkernels_kernels::gemm::{Prefetch, all_igemm_kernels, all_kernels};
+use qkernels_kernels::gemm::{IgemmKernel, Prefetch, all_igemm_kernels, all_kernels};
 use qkernels_kernels::isa;
 use qkernels_kernels::ops::AddParams;
 #[cfg(target_arch = "x86_64")]
@@ -112,7 +112,6 @@ fn fused_igemm_epilogue_matches_tile_epilogue() {
             let taps = [1usize, 2, 9][case % 3];
             let ic = [4usize, 8, 64][(case / 3) % 3];
             let m = 1 + case % g.mr;
-            let k = taps * ic;
             let pad: u8 = rng.r#gen();
             let zero = vec![pad; ic];
             let bufs: Vec<Vec<u8>> = (0..taps * m)
@@ -126,27 +125,7 @@ fn fused_igemm_epilogue_matches_tile_epilogue() {
                     }
                 }
             }
-            let w: Vec<i8> = (0..NR * k).map(|_| rng.r#gen()).collect();
-            let mut pb = vec![0u8; (g.b_panel_bytes)(k)];
-            (g.pack_b)(&w, k, NR, k, &mut pb);
-            let mut tile = vec![0i32; g.mr * NR];
-            // SAFETY: `ind` holds taps·MR pointers to `ic`-byte buffers, `ic % 4 == 0`, `pb` is
-            // the companion's B panel for K = taps·ic, `tile` is MR × NR, 1 ≤ m ≤ MR, and the
-            // ISA is supported.
-            unsafe {
-                (ik.ukernel)(
-                    taps,
-                    ic,
-                    ind.as_ptr(),
-                    std::ptr::null(),
-                    pb.as_ptr(),
-                    tile.as_mut_ptr(),
-                    NR,
-                    m,
-                    NR,
-                    Prefetch::NONE,
-                )
-            };
+            let (pb, tile) = igemm_tile(&mut rng, ik, taps, ic, &ind, m);
 
             let run = |ep: &Tile64<'_>, out: *mut u8, ldc: usize| {
                 // A prefetch hint past the end of `pb` (allowed: a hint) on half the cases.
@@ -212,7 +191,6 @@ fn deferred_igemm_epilogue_matches_tile_epilogue() {
             // Deferring kernels need one tap per deferred row (`rows ≤ taps`).
             let taps = [g.mr, 9][case % 2];
             let ic = [4usize, 8, 64][(case / 2) % 3];
-            let k = taps * ic;
             let zero = vec![rng.r#gen::<u8>(); ic];
             let bufs: Vec<Vec<u8>> = (0..taps * g.mr)
                 .map(|_| (0..ic).map(|_| rng.r#gen()).collect())
@@ -226,27 +204,7 @@ fn deferred_igemm_epilogue_matches_tile_epilogue() {
                     }
                 })
                 .collect();
-            let w: Vec<i8> = (0..NR * k).map(|_| rng.r#gen()).collect();
-            let mut pb = vec![0u8; (g.b_panel_bytes)(k)];
-            (g.pack_b)(&w, k, NR, k, &mut pb);
-            let mut tile = vec![0i32; g.mr * NR];
-            // SAFETY: `ind` holds taps·MR pointers to `ic`-byte buffers, `ic % 4 == 0`, `pb` is
-            // the companion's B panel for K = taps·ic, `tile` is MR × NR, and the ISA is
-            // supported.
-            unsafe {
-                (ik.ukernel)(
-                    taps,
-                    ic,
-                    ind.as_ptr(),
-                    std::ptr::null(),
-                    pb.as_ptr(),
-                    tile.as_mut_ptr(),
-                    NR,
-                    g.mr,
-                    NR,
-                    Prefetch::NONE,
-                )
-            };
+            let (pb, tile) = igemm_tile(&mut rng, ik, taps, ic, &ind, g.mr);
             let m = 1 + case % g.mr;
             let stored = std::cell::RefCell::new(vec![0x5A5A_5A5Ai32; g.mr * NR]);
             let kernel_ran = std::cell::Cell::new(false);
@@ -331,6 +289,42 @@ fn deferred_igemm_epilogue_matches_tile_epilogue() {
     if isa::Isa::Avx512Vnni.is_supported() {
         assert!(deferred > 100, "deferred {deferred}");
     }
+}
+
+/// Random weights for K = `taps·ic`, packed as `ik`'s B panel, and the `m`-row i32 tile the
+/// storing entry (`ukernel`) computes from the pointers `ind` (`taps·MR`, each to `ic` bytes).
+fn igemm_tile(
+    rng: &mut StdRng,
+    ik: &IgemmKernel,
+    taps: usize,
+    ic: usize,
+    ind: &[*const u8],
+    m: usize,
+) -> (Vec<u8>, Vec<i32>) {
+    let (g, k) = (ik.gemm, taps * ic);
+    assert!(ind.len() >= taps * g.mr && (1..=g.mr).contains(&m) && ic.is_multiple_of(4));
+    let w: Vec<i8> = (0..NR * k).map(|_| rng.r#gen()).collect();
+    let mut pb = vec![0u8; (g.b_panel_bytes)(k)];
+    (g.pack_b)(&w, k, NR, k, &mut pb);
+    let mut tile = vec![0i32; g.mr * NR];
+    // SAFETY: `ind` holds taps·MR pointers, each (the callers') to `ic` readable bytes,
+    // `ic % 4 == 0`, `pb` is the companion's B panel for K = taps·ic, `tile` is MR × NR,
+    // 1 ≤ m ≤ MR, and the callers run only kernels whose ISA is supported.
+    unsafe {
+        (ik.ukernel)(
+            taps,
+            ic,
+            ind.as_ptr(),
+            std::ptr::null(),
+            pb.as_ptr(),
+            tile.as_mut_ptr(),
+            NR,
+            m,
+            NR,
+            Prefetch::NONE,
+        )
+    };
+    (pb, tile)
 }
 
 /// The GEMM kernels' fused entries (`GemmKernel::ukernel_requant`) the same way: a packed

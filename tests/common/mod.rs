@@ -479,3 +479,78 @@ impl Backend for RefBackend {
         qkernels_ref::adaptive_avg_pool2d_nhwc(x, n, h, w, c, oh, ow, q.zero_point)
     }
 }
+
+/// A random quantized conv case and its reference output (`qkernels_ref::conv2d_nhwc`, exact):
+/// random input bytes and weights, per-channel weight scales (zero points too when `w_zp`), a
+/// bias on 70 % of the cases, random input/output qparams and ReLU. Shared by the conv-path
+/// batteries (`conv_igemm`, `conv_strips`).
+pub struct RandomConv {
+    pub x: Vec<u8>,
+    pub wts: Vec<i8>,
+    pub wq: WeightQParams,
+    pub bias: Option<Vec<f32>>,
+    pub xq: QParams,
+    pub outq: QParams,
+    pub relu: bool,
+    pub want: Vec<u8>,
+}
+
+impl RandomConv {
+    pub fn new(
+        rng: &mut rand::rngs::StdRng,
+        p: &qkernels::conv::Conv2dParams,
+        batch: usize,
+        h: usize,
+        w: usize,
+        w_zp: bool,
+    ) -> RandomConv {
+        use rand::Rng;
+        let x: Vec<u8> = (0..batch * h * w * p.in_channels)
+            .map(|_| rng.r#gen())
+            .collect();
+        let n_w = p.out_channels * (p.in_channels / p.groups) * p.kernel_h * p.kernel_w;
+        let wts: Vec<i8> = (0..n_w).map(|_| rng.r#gen()).collect();
+        let oc = p.out_channels;
+        let zps = if w_zp {
+            (0..oc).map(|_| rng.gen_range(-128..=127)).collect()
+        } else {
+            vec![0; oc]
+        };
+        let wq = WeightQParams::per_channel(
+            (0..oc)
+                .map(|_| 10f64.powf(rng.gen_range(-3.5..-2.0)))
+                .collect(),
+            zps,
+        );
+        let bias: Option<Vec<f32>> = rng
+            .gen_bool(0.7)
+            .then(|| (0..oc).map(|_| rng.gen_range(-2.0f32..2.0)).collect());
+        let xq = QParams::new(
+            10f64.powf(rng.gen_range(-2.5..-1.0)),
+            rng.gen_range(0..=255),
+        );
+        let outq = QParams::new(10f64.powf(rng.gen_range(-1.0..0.5)), rng.gen_range(0..=255));
+        let relu = rng.r#gen();
+        let want = qkernels_ref::conv2d_nhwc(
+            &p.geometry(batch, h, w),
+            &x,
+            xq,
+            &wts,
+            &wq,
+            bias.as_deref(),
+            outq,
+            relu,
+            qkernels_ref::Accumulation::Exact,
+        );
+        RandomConv {
+            x,
+            wts,
+            wq,
+            bias,
+            xq,
+            outq,
+            relu,
+            want,
+        }
+    }
+}
