@@ -24,37 +24,20 @@ fn run_case(
     w_zp: bool,
     isas: &[Isa],
 ) -> bool {
-    let RandomConv {
-        x,
-        wts,
-        wq,
-        bias,
-        xq,
-        outq,
-        relu,
-        want,
-    } = RandomConv::new(rng, &p, batch, h, w, w_zp);
-    let oc = p.out_channels;
-    let (oh, ow) = p.output_size(h, w).unwrap();
-    let n_out = batch * oh * ow * oc;
+    let case = RandomConv::new(rng, &p, batch, h, w, w_zp);
     let mut used = false;
     for &isa in isas {
         let opts = ConvOptions {
             isa,
             accumulation: Accumulation::Exact,
         };
-        let conv = Conv2d::with_options(p, &wts, &wq, bias.as_deref(), &opts).unwrap();
+        let conv =
+            Conv2d::with_options(p, &case.wts, &case.wq, case.bias.as_deref(), &opts).unwrap();
         for on in [true, false] {
             qkernels::gemm::set_igemm_enabled(on);
             used |= conv.uses_igemm(batch, h, w);
-            let mut y = vec![0xA5u8; n_out + 1];
-            conv.run(&x, batch, h, w, xq, outq, relu, &mut y).unwrap();
-            assert_eq!(
-                &y[..n_out],
-                &want[..],
-                "{p:?} batch {batch} {h}x{w} isa {isa} igemm {on} w_zp {w_zp}"
-            );
-            assert_eq!(y[n_out], 0xA5, "wrote past the output");
+            let ctx = format!("{p:?} batch {batch} {h}x{w} isa {isa} igemm {on} w_zp {w_zp}");
+            case.check(&conv, (batch, h, w), &ctx);
         }
         qkernels::gemm::set_igemm_enabled(true);
     }

@@ -554,3 +554,21 @@ impl RandomConv {
         }
     }
 }
+
+impl RandomConv {
+    /// Runs `conv` on this case's input and asserts its output equals the reference, byte for
+    /// byte, and that nothing is written past it (`ctx` names the configuration).
+    pub fn check(
+        &self,
+        conv: &qkernels::conv::Conv2d,
+        (batch, h, w): (usize, usize, usize),
+        ctx: &str,
+    ) {
+        let n_out = self.want.len();
+        let mut y = vec![0xA5u8; n_out + 1];
+        conv.run(&self.x, batch, h, w, self.xq, self.outq, self.relu, &mut y)
+            .unwrap();
+        assert_eq!(&y[..n_out], &self.want[..], "{ctx}");
+        assert_eq!(y[n_out], 0xA5, "{ctx}: wrote past the output");
+    }
+}
