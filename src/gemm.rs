@@ -1034,7 +1034,13 @@ pub(crate) fn strips_fit(
         && oh > 0
         && ow > 0
         && g.out_c == pw.n
+        // One strip per output column of a unit: keep a unit's strips (`STRIP_COLS` of them)
+        // within a few MiB even for very tall images (those keep the im2col rows).
+        && ((oh - 1) * g.stride_h + g.kernel_h).saturating_mul(run) <= MAX_STRIP_BYTES
 }
+
+/// The largest strip [`gemm_requant_strips`] builds (an image ≈ 50 000 rows tall for the stem).
+const MAX_STRIP_BYTES: usize = 1 << 20;
 
 /// Column strip of output column `xo` (see [`gemm_requant_strips`]): `rows` padded input rows
 /// from `−pad_h`, each the `kw·C` bytes under the window of column `xo`, the input zero point

@@ -12,7 +12,7 @@ mod common;
 
 use common::RandomConv;
 use qkernels::conv::{Conv2d, Conv2dParams, ConvOptions};
-use qkernels::{Accumulation, Isa};
+use qkernels::{Accumulation, Isa, WeightQParams};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -74,5 +74,22 @@ fn strips_battery_matches_reference() {
     assert!(cases > 100, "{cases} cases");
     if Isa::Avx512Vnni.is_supported() {
         assert!(strips > 50, "only {strips} of {cases} cases ran on strips");
+        // The stem itself takes the path; an image so tall that a strip would pass 1 MiB keeps
+        // the im2col rows (its strips would not stay in cache).
+        let stem = Conv2dParams::square(3, 64, 7, 2, 3);
+        let wq = WeightQParams::per_tensor(0.01, 0);
+        let conv = Conv2d::with_options(
+            stem,
+            &vec![1i8; 64 * 3 * 49],
+            &wq,
+            None,
+            &ConvOptions {
+                isa: Isa::Avx512Vnni,
+                accumulation: Accumulation::Exact,
+            },
+        )
+        .unwrap();
+        assert!(conv.uses_strips(1, 224, 224));
+        assert!(!conv.uses_strips(1, 100_000, 16));
     }
 }
