@@ -16,6 +16,7 @@
 //!
 //! Results are bit-identical for every ISA and every thread count.
 
+use crate::switch::Switch;
 use crate::validate::{
     check_capacity, check_len, check_nonzero, check_qparams_u8, check_weight_qparams,
     checked_product,
@@ -257,18 +258,12 @@ pub fn set_igemm_enabled(on: bool) {
 /// Whether full 64-column IGEMM tiles requantize straight from the microkernel's registers
 /// (`IgemmKernel::ukernel_requant`; default on). A switch for A/B measurements and tests: the
 /// bytes are identical either way. `QKERNELS_FUSED_EPILOGUE=0` turns it off too.
-static FUSED_EPILOGUE: AtomicBool = AtomicBool::new(true);
+static FUSED_EPILOGUE: Switch = Switch::new("QKERNELS_FUSED_EPILOGUE");
 
 /// Enables or disables the fused IGEMM epilogue for the whole process (A/B measurements).
 #[doc(hidden)]
 pub fn set_fused_epilogue_enabled(on: bool) {
-    FUSED_EPILOGUE.store(on, Ordering::Relaxed);
-}
-
-fn fused_epilogue_enabled() -> bool {
-    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    FUSED_EPILOGUE.load(Ordering::Relaxed)
-        && *ENV.get_or_init(|| std::env::var("QKERNELS_FUSED_EPILOGUE").map_or(true, |v| v != "0"))
+    FUSED_EPILOGUE.set(on);
 }
 
 /// Whether full IGEMM tiles defer their epilogue to the next tile's kernel call
@@ -276,12 +271,12 @@ fn fused_epilogue_enabled() -> bool {
 /// `qkernels_kernels::requant::Deferred`; default on, effective only with the fused epilogue).
 /// A switch for A/B measurements and tests: the bytes are identical either way.
 /// `QKERNELS_DEFER_EPILOGUE=0` turns it off too.
-static DEFER_EPILOGUE: AtomicBool = AtomicBool::new(true);
+static DEFER_EPILOGUE: Switch = Switch::new("QKERNELS_DEFER_EPILOGUE");
 
 /// Enables or disables the deferred epilogue for the whole process (A/B measurements).
 #[doc(hidden)]
 pub fn set_defer_epilogue_enabled(on: bool) {
-    DEFER_EPILOGUE.store(on, Ordering::Relaxed);
+    DEFER_EPILOGUE.set(on);
 }
 
 /// The largest K whose IGEMM tiles defer their epilogue. Above it the epilogue is under 1 % of
@@ -290,12 +285,6 @@ pub fn set_defer_epilogue_enabled(on: bool) {
 /// K = 1152 0.4–0.9 %, K = 2304 0.2–0.5 %, and the K = 4608 convs 0.3–0.8 % slower (the stored
 /// and reloaded accumulators cost more than the little epilogue they hide).
 const DEFER_MAX_K: usize = 2304;
-
-fn defer_epilogue_enabled() -> bool {
-    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    DEFER_EPILOGUE.load(Ordering::Relaxed)
-        && *ENV.get_or_init(|| std::env::var("QKERNELS_DEFER_EPILOGUE").map_or(true, |v| v != "0"))
-}
 
 /// A row-major u8 matrix used as `A`.
 #[derive(Clone, Copy, Debug)]
@@ -839,18 +828,12 @@ pub fn gemm_requant(
 
 /// Whether the column-strip path ([`gemm_requant_strips`]) is on (default; a switch for A/B
 /// measurements and tests: the bytes are identical either way). `QKERNELS_STRIPS=0` turns it off.
-static STRIPS: AtomicBool = AtomicBool::new(true);
+static STRIPS: Switch = Switch::new("QKERNELS_STRIPS");
 
 /// Enables or disables the column-strip path of small-channel convs for the whole process.
 #[doc(hidden)]
 pub fn set_strips_enabled(on: bool) {
-    STRIPS.store(on, Ordering::Relaxed);
-}
-
-fn strips_enabled() -> bool {
-    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    STRIPS.load(Ordering::Relaxed)
-        && *ENV.get_or_init(|| std::env::var("QKERNELS_STRIPS").map_or(true, |v| v != "0"))
+    STRIPS.set(on);
 }
 
 /// Output columns per unit of work of [`gemm_requant_strips`]: their strips (≈ 40 KiB for the
@@ -972,33 +955,34 @@ pub(crate) fn gemm_requant_strips(
             }
         }
     };
-    let take = || {
-        STRIP_BUF
-            .try_with(|b| std::mem::replace(&mut *b.borrow_mut(), AVec::new(64)))
-            .unwrap_or_else(|_| AVec::new(64))
-    };
-    let give = |buf: AVec<u8, ConstAlign<64>>| {
-        let _ = STRIP_BUF.try_with(|b| {
-            if let Ok(mut cur) = b.try_borrow_mut() {
-                *cur = buf;
-            }
-        });
-    };
     if rayon::current_num_threads() > 1 && units.len() > 1 {
-        units.into_par_iter().for_each_init(
-            || StripBuf(Some(take())),
-            |b, u| work(b.0.as_mut().expect("strip buffer"), u),
-        );
+        units
+            .into_par_iter()
+            .for_each_init(StripBuf::take, |b, u| work(b.buf(), u));
     } else {
-        let mut buf = take();
-        units.into_iter().for_each(|u| work(&mut buf, u));
-        give(buf);
+        let mut b = StripBuf::take();
+        units.into_iter().for_each(|u| work(b.buf(), u));
     }
     Ok(true)
 }
 
-/// A worker's strip buffer, handed back to its thread's cache when the call's work is done.
+/// A thread's strip buffer, taken from its cache (`STRIP_BUF`) for a call and handed back when
+/// the call's work on that thread is done.
 struct StripBuf(Option<AVec<u8, ConstAlign<64>>>);
+
+impl StripBuf {
+    fn take() -> StripBuf {
+        StripBuf(Some(
+            STRIP_BUF
+                .try_with(|b| std::mem::replace(&mut *b.borrow_mut(), AVec::new(64)))
+                .unwrap_or_else(|_| AVec::new(64)),
+        ))
+    }
+
+    fn buf(&mut self) -> &mut AVec<u8, ConstAlign<64>> {
+        self.0.as_mut().expect("taken until dropped")
+    }
+}
 
 impl Drop for StripBuf {
     fn drop(&mut self) {
@@ -1019,8 +1003,8 @@ pub(crate) fn strips_fit(
     (oh, ow): (usize, usize),
 ) -> bool {
     let run = g.kernel_w * g.in_c;
-    strips_enabled()
-        && fused_epilogue_enabled()
+    STRIPS.enabled()
+        && FUSED_EPILOGUE.enabled()
         && pw.kernel.ukernel_requant.is_some()
         && pw.kernel.nr == 64
         && pw.n.is_multiple_of(64)
@@ -2023,7 +2007,7 @@ fn fused_for(
     rq: &RequantParams,
     residual: Option<&Residual<'_>>,
 ) -> Option<Fused> {
-    if plan.kern.nr != 64 || plan.pw.any_w_zp || !fused_epilogue_enabled() {
+    if plan.kern.nr != 64 || plan.pw.any_w_zp || !FUSED_EPILOGUE.enabled() {
         return None;
     }
     let igemm = plan.igemm.as_ref().and_then(|(ik, _)| ik.ukernel_requant);
@@ -2032,7 +2016,7 @@ fn fused_for(
         return None;
     }
     let p = requant_cols(rq, &plan.col_term, None);
-    let defer = defer_epilogue_enabled();
+    let defer = DEFER_EPILOGUE.enabled();
     Tile64::supports(&p, residual.map(|r| &r.params)).then(|| Fused {
         igemm,
         gemm,

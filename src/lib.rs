@@ -21,6 +21,7 @@ pub mod ffi;
 pub mod gemm;
 pub mod ops;
 pub mod resnet18;
+mod switch;
 pub mod validate;
 mod weight_arena;
 pub mod winograd;

@@ -12,21 +12,22 @@
 //! the bytes do not depend on the thread count.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::conv::Conv2dParams;
 use crate::gemm::PackedWeights;
+use crate::switch::Switch;
 use crate::{Isa, QParams, WeightQParams};
 use qkernels_kernels::requant::{Epilogue, RequantCols};
 use qkernels_kernels::winograd as wk;
 
-static WINOGRAD_ENABLED: AtomicBool = AtomicBool::new(true);
+static WINOGRAD_ENABLED: Switch = Switch::new("QKERNELS_WINOGRAD");
 
 /// Enables or disables the Winograd engine for the whole process (A/B measurements and tests;
 /// bytes are identical either way). `QKERNELS_WINOGRAD=0` turns it off too (read once).
 #[doc(hidden)]
 pub fn set_winograd_enabled(on: bool) {
-    WINOGRAD_ENABLED.store(on, Ordering::Relaxed);
+    WINOGRAD_ENABLED.set(on);
 }
 
 /// Fewest 2×2 tiles (`batch·⌈H/2⌉·⌈W/2⌉`) a call needs to run on the Winograd engine. Below
@@ -49,9 +50,7 @@ pub(crate) fn worth_it(batch: usize, h: usize, w: usize) -> bool {
 
 /// Whether the Winograd engine is switched on (flag and `QKERNELS_WINOGRAD`).
 pub(crate) fn winograd_enabled() -> bool {
-    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    WINOGRAD_ENABLED.load(Ordering::Relaxed)
-        && *ENV.get_or_init(|| std::env::var("QKERNELS_WINOGRAD").map_or(true, |v| v != "0"))
+    WINOGRAD_ENABLED.enabled()
 }
 
 /// Whether a layer packed with these options gets a Winograd engine (see module docs).

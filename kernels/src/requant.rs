@@ -1408,6 +1408,18 @@ enum DeferKind {
     AddRelu,
 }
 
+impl DeferKind {
+    /// The row program of an epilogue with NaN guard `guard` and fused add `add`, if any.
+    fn of(guard: bool, add: Option<&AddParams>) -> DeferKind {
+        match add {
+            None if guard => DeferKind::RequantGuard,
+            None => DeferKind::Requant,
+            Some(a) if a.relu => DeferKind::AddRelu,
+            Some(_) => DeferKind::Add,
+        }
+    }
+}
+
 /// 64 zero biases (a layer without bias adds these: exact, see [`Deferred`]).
 static ZERO_BIAS: [f32; 64] = [0.0; 64];
 
@@ -1442,12 +1454,8 @@ impl DeferConsts {
     /// The constants of the deferred epilogue of tiles with requant params `p` and fused add
     /// `add` (params [`Tile64::supports`]), NaN guard `guard`.
     pub fn new(p: &RequantCols<'_>, add: Option<&AddParams>, guard: bool) -> DeferConsts {
-        let (zp16, kind) = match add {
-            None if guard => (p.out_zp, DeferKind::RequantGuard),
-            None => (p.out_zp, DeferKind::Requant),
-            Some(a) if a.relu => (a.out_zp, DeferKind::AddRelu),
-            Some(a) => (a.out_zp, DeferKind::Add),
-        };
+        let kind = DeferKind::of(guard, add);
+        let zp16 = add.map_or(p.out_zp, |a| a.out_zp);
         let a = add
             .copied()
             .unwrap_or(AddParams::new(1.0, 0, 1.0, 0, 1.0, 0, false));
@@ -1498,12 +1506,7 @@ impl<'a> Deferred<'a> {
     ) -> Deferred<'a> {
         assert!(Deferred::supports(ep, rows, ldc));
         let p = &ep.cols;
-        let kind = match &ep.add {
-            None if ep.guard => DeferKind::RequantGuard,
-            None => DeferKind::Requant,
-            Some(a) if a.params.relu => DeferKind::AddRelu,
-            Some(_) => DeferKind::Add,
-        };
+        let kind = DeferKind::of(ep.guard, ep.add.as_ref().map(|a| a.params));
         assert_eq!(kind, k.kind, "deferred-epilogue constants of another kind");
         let (skip, ldskip) = ep
             .add
