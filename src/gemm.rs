@@ -163,8 +163,8 @@ impl Indirect<'_> {
 
     /// Appends the indirection array of one `mr`-row tile starting at A row `row0` with `rows`
     /// valid rows (see `qkernels_kernels::gemm::IgemmUkernel`): `taps · mr` pointers, tap-major,
-    /// padded taps and rows `rows .. mr` pointing at `zero` (`ic` bytes of `pad`). `tap_off` is
-    /// [`Indirect::tap_offsets`].
+    /// padded taps and rows `rows .. mr` pointing at `zero` (`ic` bytes of `pad`) — or null
+    /// when `pad == 0` (skipped by the kernel). `tap_off` is [`Indirect::tap_offsets`].
     ///
     /// Every pointer is derived from a bounds-checked slice of `x` covering the `ic` bytes it
     /// addresses (for an interior pixel: one check of its whole window).
@@ -181,7 +181,14 @@ impl Indirect<'_> {
         let taps = tap_off.len();
         debug_assert!(rows <= mr && zero.len() >= self.ic && taps == self.taps());
         let start = dst.len();
-        dst.resize(start + taps * mr, zero.as_ptr());
+        // Padded taps and unused rows: with zero point 0 their products are `0 · w = 0`, so
+        // they get null pointers, which the kernel skips (see the kernels' `IgemmUkernel`).
+        let pad = if self.pad == 0 {
+            std::ptr::null()
+        } else {
+            zero.as_ptr()
+        };
+        dst.resize(start + taps * mr, pad);
         let out = &mut dst[start..];
         for (i, (img, iy0, ix0, inside)) in self.windows(row0, rows).enumerate() {
             if inside {
@@ -1805,7 +1812,8 @@ fn tile<'p2>(
         debug_assert_eq!(s.tap_off.len(), ind.taps());
         // SAFETY: `ptrs` is this tile's `taps · MR` pointers built by `Indirect::push_tile`, each
         // to `ic` bytes of the image (bounds-checked slices of `ind.x`, borrowed for the call) or
-        // to `s.zero` (`ic` bytes, not modified while the block runs), with a null `tap_off`; or
+        // to `s.zero` (`ic` bytes, not modified while the block runs) or null (a padded tap
+        // with zero point 0, which the kernel skips), with a null `tap_off`; or
         // its MR window pointers built by `Indirect::push_window_tile`, each from a checked
         // slice of `ind.x` of `tap_off[taps − 1] + ic` bytes, with `tap_off` = `s.tap_off`
         // (`taps` offsets, ascending). `ic % 4 == 0` and `taps · ic = K` were checked by

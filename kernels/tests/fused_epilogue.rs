@@ -117,7 +117,7 @@ fn fused_igemm_epilogue_matches_tile_epilogue() {
             let bufs: Vec<Vec<u8>> = (0..taps * m)
                 .map(|_| (0..ic).map(|_| rng.r#gen()).collect())
                 .collect();
-            let mut ind = vec![zero.as_ptr(); taps * g.mr];
+            let mut ind = vec![pad_ptr(case, &zero); taps * g.mr];
             for t in 0..taps {
                 for i in 0..m {
                     if rng.gen_bool(0.85) {
@@ -125,6 +125,7 @@ fn fused_igemm_epilogue_matches_tile_epilogue() {
                     }
                 }
             }
+            skip_first_tap(case, &mut ind, g.mr);
             let (pb, tile) = igemm_tile(&mut rng, ik, taps, ic, &ind, m);
 
             let run = |ep: &Tile64<'_>, out: *mut u8, ldc: usize| {
@@ -195,15 +196,16 @@ fn deferred_igemm_epilogue_matches_tile_epilogue() {
             let bufs: Vec<Vec<u8>> = (0..taps * g.mr)
                 .map(|_| (0..ic).map(|_| rng.r#gen()).collect())
                 .collect();
-            let ind: Vec<*const u8> = (0..taps * g.mr)
+            let mut ind: Vec<*const u8> = (0..taps * g.mr)
                 .map(|j| {
                     if rng.gen_bool(0.85) {
                         bufs[j].as_ptr()
                     } else {
-                        zero.as_ptr()
+                        pad_ptr(case, &zero)
                     }
                 })
                 .collect();
+            skip_first_tap(case, &mut ind, g.mr);
             let (pb, tile) = igemm_tile(&mut rng, ik, taps, ic, &ind, g.mr);
             let m = 1 + case % g.mr;
             let stored = std::cell::RefCell::new(vec![0x5A5A_5A5Ai32; g.mr * NR]);
@@ -291,8 +293,25 @@ fn deferred_igemm_epilogue_matches_tile_epilogue() {
     }
 }
 
+/// The pointer of a padded tap in case `case`: the zero-point buffer, or null (skipped by the
+/// kernel: see `IgemmUkernel`) in half the cases.
+fn pad_ptr(case: usize, zero: &[u8]) -> *const u8 {
+    if case % 4 < 2 {
+        std::ptr::null()
+    } else {
+        zero.as_ptr()
+    }
+}
+
+/// In one case of eight, tap 0 is skipped for every row (all its `mr` pointers null).
+fn skip_first_tap(case: usize, ind: &mut [*const u8], mr: usize) {
+    if case % 8 == 1 {
+        ind[..mr].fill(std::ptr::null());
+    }
+}
+
 /// Random weights for K = `taps·ic`, packed as `ik`'s B panel, and the `m`-row i32 tile the
-/// storing entry (`ukernel`) computes from the pointers `ind` (`taps·MR`, each to `ic` bytes).
+/// storing entry (`ukernel`) computes from the pointers `ind` (`taps·MR`, each to `ic` bytes or null).
 fn igemm_tile(
     rng: &mut StdRng,
     ik: &IgemmKernel,
@@ -307,7 +326,7 @@ fn igemm_tile(
     let mut pb = vec![0u8; (g.b_panel_bytes)(k)];
     (g.pack_b)(&w, k, NR, k, &mut pb);
     let mut tile = vec![0i32; g.mr * NR];
-    // SAFETY: `ind` holds taps·MR pointers, each (the callers') to `ic` readable bytes,
+    // SAFETY: `ind` holds taps·MR pointers, each (the callers') to `ic` readable bytes or null,
     // `ic % 4 == 0`, `pb` is the companion's B panel for K = taps·ic, `tile` is MR × NR,
     // 1 ≤ m ≤ MR, and the callers run only kernels whose ISA is supported.
     unsafe {

@@ -2,6 +2,9 @@
 //! one tile: random indirection arrays (each tap its own exactly-sized buffer, some taps and all
 //! unused tail rows on a shared zero-point buffer), B packed by the companion GEMM kernel's
 //! `pack_b`, compared with `qkernels_ref::matmul_u8s8s32_ref` on the gathered rows (`assert_eq!`).
+//! Skipped taps: in half the cases the padded taps and unused tail rows are null pointers
+//! instead (zero bytes in the reference; a kernel that read one would fault), and some whole
+//! taps — sometimes every tap — are null for every row.
 //! Window mode (`tap_off` non-null): one exactly-sized window buffer per row, taps at random
 //! ascending offsets inside it, unused tail rows repeating the last row's window.
 
@@ -38,20 +41,34 @@ fn igemm_tiles_match_reference() {
                                 .collect()
                         })
                         .collect();
-                    let mut ind = vec![zero.as_ptr(); taps * g.mr];
+                    // Skipped (null) pointers: padded taps and tail rows in half the cases;
+                    // whole taps: none, some, or every tap.
+                    let null_pad = rng.r#gen::<bool>();
+                    let p_skip = [0.0, 0.25, 0.25, 1.0][rng.gen_range(0..4)];
+                    let skip: Vec<bool> = (0..taps).map(|_| rng.gen_bool(p_skip)).collect();
+                    let fill = if null_pad {
+                        std::ptr::null()
+                    } else {
+                        zero.as_ptr()
+                    };
+                    let mut ind = vec![fill; taps * g.mr];
                     for (t, row) in bufs.iter().enumerate() {
                         for (i, b) in row.iter().enumerate() {
                             if let Some(b) = b {
                                 ind[t * g.mr + i] = b.as_ptr();
                             }
                         }
+                        if skip[t] {
+                            ind[t * g.mr..(t + 1) * g.mr].fill(std::ptr::null());
+                        }
                     }
-                    let bufs_ref = &bufs;
-                    let zero_ref = &zero;
+                    let (bufs_ref, zero_ref, skip_ref) = (&bufs, &zero, &skip);
                     let a: Vec<u8> = (0..m)
                         .flat_map(|i| {
                             (0..taps).flat_map(move |t| match &bufs_ref[t][i] {
+                                _ if skip_ref[t] => vec![0; ic],
                                 Some(b) => b.clone(),
+                                None if null_pad => vec![0; ic],
                                 None => zero_ref.clone(),
                             })
                         })

@@ -482,7 +482,8 @@ impl Backend for RefBackend {
 
 /// A random quantized conv case and its reference output (`qkernels_ref::conv2d_nhwc`, exact):
 /// random input bytes and weights, per-channel weight scales (zero points too when `w_zp`), a
-/// bias on 70 % of the cases, random input/output qparams and ReLU. Shared by the conv-path
+/// bias on 70 % of the cases, random input/output qparams (input zero point 0 in a third of the
+/// cases) and ReLU. Shared by the conv-path
 /// batteries (`conv_igemm`, `conv_strips`).
 pub struct RandomConv {
     pub x: Vec<u8>,
@@ -525,10 +526,14 @@ impl RandomConv {
         let bias: Option<Vec<f32>> = rng
             .gen_bool(0.7)
             .then(|| (0..oc).map(|_| rng.gen_range(-2.0f32..2.0)).collect());
-        let xq = QParams::new(
-            10f64.powf(rng.gen_range(-2.5..-1.0)),
-            rng.gen_range(0..=255),
-        );
+        // Input zero point 0 in a third of the cases (a ReLU output: every conv input of
+        // ResNet-18 after the stem), where the IGEMM kernels skip padded taps.
+        let x_zp = if rng.gen_bool(1.0 / 3.0) {
+            0
+        } else {
+            rng.gen_range(0..=255)
+        };
+        let xq = QParams::new(10f64.powf(rng.gen_range(-2.5..-1.0)), x_zp);
         let outq = QParams::new(10f64.powf(rng.gen_range(-1.0..0.5)), rng.gen_range(0..=255));
         let relu = rng.r#gen();
         let want = qkernels_ref::conv2d_nhwc(

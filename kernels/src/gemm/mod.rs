@@ -219,6 +219,13 @@ pub const fn ckr_panel_bytes<const R: usize, const KR: usize>(kc: usize) -> usiz
 /// With `ic % KR == 0` every K group lies inside one tap, so the B panel is the companion GEMM
 /// kernel's packed B, byte for byte.
 ///
+/// **Skipped taps.** Any pointer `ind[t·MR + i]` may be null: row `i` then skips tap `t` (no
+/// byte is read, nothing is accumulated), and a tap whose pointers are all null is skipped
+/// whole (its K groups of B are stepped over). The driver does this for padded taps when the
+/// zero point is 0, where every product is `0 · w = 0` and skipping leaves the exact i32 sums
+/// unchanged: in ResNet-18 (every conv input is a ReLU output) that is 18 % of the MACs of a
+/// 7×7 stage-4 3×3 conv, 9 / 4.7 / 2.4 % in stages 3 / 2 / 1.
+///
 /// **Window mode.** When `tap_off` is non-null, `ind` holds only `MR` pointers, one per row,
 /// and row `i`'s tap `t` is `ind[i] + tap_off[t]`: for an output pixel whose whole window lies
 /// inside the image the taps are fixed offsets from the window's first byte, so the driver
@@ -233,7 +240,7 @@ pub const fn ckr_panel_bytes<const R: usize, const KR: usize>(kc: usize) -> usiz
 ///
 /// * `ic` is a non-zero multiple of the kernel's `kr`, `taps ≥ 1`;
 /// * `tap_off` is null and `ind` is valid for reads of `taps · MR` pointers, each valid for
-///   reads of `ic` bytes; or `tap_off` is valid for reads of `taps` offsets, `ind` for reads of
+///   reads of `ic` bytes or null (a skipped tap); or `tap_off` is valid for reads of `taps` offsets, `ind` for reads of
 ///   `MR` pointers, and each `ind[i]` (the same allocation) is valid for reads of
 ///   `tap_off[t] + ic` bytes for every `t`;
 /// * `b` points to one B panel packed by the companion GEMM kernel's `pack_b` for

@@ -559,7 +559,8 @@ pub fn peak_probe_vnni_zmm(iters: usize) {
 // Register allocation, IGEMM (MR = 6, NV = 4 → 6 × 64), per tap t, per K group g of 4 inside it:
 //
 //   A row pointers  six GPRs p0 … p5 = ind[t·MR + i] (IC contiguous bytes of one NHWC input
-//                   pixel, or the zero-point buffer for a padded tap / an unused tail row);
+//                   pixel, or the zero-point buffer for a padded tap / an unused tail row,
+//                   or null: row i skips tap t);
 //                   window mode: p_i = ind[i] + tap_off[t]
 //   B (c4 bytes)    zmm24 … zmm27 = W[16v .. 16v+16][K = t·IC + 4g .. +4], v = 0..4
 //   A broadcast     zmm28 = p_i[4g .. 4g+4] in every i32 lane
@@ -575,12 +576,16 @@ pub fn peak_probe_vnni_zmm(iters: usize) {
 // IC % 4 == 0 every K group lies inside one tap and B advances exactly as in the GEMM kernel —
 // the packed B panel is the same bytes.
 //
+// Per tap, a 6-bit mask of the rows whose pointer is not null picks one of three paths: all
+// rows (the loop above), some rows (the same loop with a predicted branch around each row's
+// broadcast + 4 vpdpbusd: padded taps of border tiles, zero point 0), or none (B skipped).
+//
 /// AVX-512 VNNI indirect (implicit-im2col) microkernel, `MR × 16·NV` tile, exact. A tile of
 /// `mr < MR` rows runs an `mr`-row instantiation (see [`ukernel_zmm`]).
 ///
 /// # Safety
 /// See [`super::IgemmUkernel`]: `ind` holds `taps · MR` pointers (tap-major: `ind[t·MR + i]` is
-/// row `i`'s tap `t`), each readable for `ic` bytes, or in window mode (`tap_off` non-null) MR
+/// row `i`'s tap `t`), each readable for `ic` bytes or null, or in window mode (`tap_off` non-null) MR
 /// row pointers with tap `t` at `ind[i] + tap_off[t]`; `ic % 4 == 0`; `b` is a
 /// `pack_b_ckr::<{16·NV}, 4>` panel for K = `taps · ic`; `c` as in [`super::GemmUkernel`]; the
 /// CPU supports AVX-512 F/BW/VL/VNNI.
@@ -698,6 +703,8 @@ unsafe fn zmm_indirect_acc<const MR: usize, const R: usize, const NV: usize>(
     let mut g = 0;
     for t in 0..taps {
         let mut pa = [std::ptr::null::<u8>(); R];
+        // Bit `i` set: row `i` computes this tap (pointer mode: its pointer is not null).
+        let mut live = 0u32;
         for (i, p) in pa.iter_mut().enumerate() {
             // SAFETY: window mode: `ind` holds MR pointers, `tap_off` `taps` offsets, and
             // `ind[i] + tap_off[t]` stays inside row `i`'s window (the caller's contract);
@@ -709,33 +716,22 @@ unsafe fn zmm_indirect_acc<const MR: usize, const R: usize, const NV: usize>(
                     (*ind.add(i)).add(*tap_off.add(t))
                 }
             };
+            live |= u32::from(!p.is_null()) << i;
         }
-        let mut k = 0;
-        while k < ic {
-            // SAFETY: value-only intrinsic; ISA support is the caller's contract.
-            let mut vb = [unsafe { _mm512_setzero_si512() }; NV];
-            for (v, x) in vb.iter_mut().enumerate() {
-                // SAFETY: one K group of the B panel is NV·64 bytes, inside the panel (K groups
-                // `taps · ic / 4` in all).
-                *x = unsafe { _mm512_loadu_si512(pb.add(64 * v) as *const __m512i) };
-            }
-            for (row, &p) in acc.iter_mut().zip(&pa) {
-                // SAFETY: `p` is readable for `ic` bytes and `k + 4 ≤ ic`; ISA support as above.
-                let va = unsafe { _mm512_set1_epi32((p.add(k) as *const i32).read_unaligned()) };
-                for (r, x) in row.iter_mut().zip(&vb) {
-                    // SAFETY: ISA support is the caller's contract.
-                    *r = unsafe { _mm512_dpbusd_epi32(*r, va, *x) };
-                }
-            }
-            if g < pf.lines {
-                // SAFETY: a prefetch never faults and does not access memory (any address).
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(pf.at.wrapping_add(64 * g) as *const i8) };
-            }
-            g += 1;
-            k += 4;
-            // SAFETY: advancing within (or one past the end of) the B panel.
-            pb = unsafe { pb.add(64 * NV) };
+        let groups = ic / 4;
+        if live == (1 << R) - 1 {
+            // SAFETY: the tap's `groups` K groups of B lie inside the panel (`taps · ic / 4` in
+            // all); every `pa[i]` is readable for `ic` bytes; ISA support is the caller's
+            // contract.
+            unsafe { indirect_tap::<R, NV, false>(&mut acc, &pa, live, groups, pb, pf, g) };
+        } else if live != 0 {
+            // Some rows' tap is zero padding (null, see `IgemmUkernel`): only the others run.
+            // SAFETY: as above, for the rows set in `live` (the non-null pointers).
+            unsafe { indirect_tap::<R, NV, true>(&mut acc, &pa, live, groups, pb, pf, g) };
         }
+        // A tap no row computes is skipped whole: B and the prefetch hints move past it.
+        pb = pb.wrapping_add(groups * 64 * NV);
+        g += groups;
         if let Some(d) = prev
             && t < d.rows
         {
@@ -745,6 +741,54 @@ unsafe fn zmm_indirect_acc<const MR: usize, const R: usize, const NV: usize>(
         }
     }
     acc
+}
+
+/// One tap of [`zmm_indirect_acc`]: `groups` K groups of 4 from `pb` (the tap's B) into the
+/// accumulators of rows `0..R` — with `MASKED`, only of the rows whose bit is set in `live`
+/// (the others' tap is zero padding and contributes nothing). The branch per row and K group
+/// is the same for the whole tap, so it is predicted; tiles whose rows all compute a tap run
+/// the branch-free instantiation.
+///
+/// # Safety
+/// `pb` readable for `groups · 64 · NV` bytes; `pa[i]` readable for `4 · groups` bytes for
+/// every row `i` that runs (all rows unless `MASKED`); AVX-512 VNNI enabled in the caller.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn indirect_tap<const R: usize, const NV: usize, const MASKED: bool>(
+    acc: &mut [[__m512i; NV]; R],
+    pa: &[*const u8; R],
+    live: u32,
+    groups: usize,
+    mut pb: *const u8,
+    pf: Prefetch,
+    mut g: usize,
+) {
+    for k in 0..groups {
+        // SAFETY: value-only intrinsic; ISA support is the caller's contract.
+        let mut vb = [unsafe { _mm512_setzero_si512() }; NV];
+        for (v, x) in vb.iter_mut().enumerate() {
+            // SAFETY: K group `k < groups` of the tap's B is NV·64 bytes from `pb`.
+            *x = unsafe { _mm512_loadu_si512(pb.add(64 * v) as *const __m512i) };
+        }
+        for (i, (row, &p)) in acc.iter_mut().zip(pa).enumerate() {
+            if MASKED && live & (1 << i) == 0 {
+                continue;
+            }
+            // SAFETY: row `i` runs, so `p` is readable for `4 · groups` bytes; ISA as above.
+            let va = unsafe { _mm512_set1_epi32((p.add(4 * k) as *const i32).read_unaligned()) };
+            for (r, x) in row.iter_mut().zip(&vb) {
+                // SAFETY: ISA support is the caller's contract.
+                *r = unsafe { _mm512_dpbusd_epi32(*r, va, *x) };
+            }
+        }
+        if g < pf.lines {
+            // SAFETY: a prefetch never faults and does not access memory (any address).
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(pf.at.wrapping_add(64 * g) as *const i8) };
+        }
+        g += 1;
+        pb = pb.wrapping_add(64 * NV);
+    }
 }
 
 /// AVX-512 VNNI indirect microkernel with the u8 epilogue fused (see
