@@ -585,8 +585,8 @@ pub fn peak_probe_vnni_zmm(iters: usize) {
 ///
 /// # Safety
 /// See [`super::IgemmUkernel`]: `ind` holds `taps · MR` pointers (tap-major: `ind[t·MR + i]` is
-/// row `i`'s tap `t`), each readable for `ic` bytes or null, or in window mode (`tap_off` non-null) MR
-/// row pointers with tap `t` at `ind[i] + tap_off[t]`; `ic % 4 == 0`; `b` is a
+/// row `i`'s tap `t`), each readable for `ic` bytes or null (skipped), or in window mode
+/// (`tap_off` non-null) MR row pointers with tap `t` at `ind[i] + tap_off[t]`; `ic % 4 == 0`; `b` is a
 /// `pack_b_ckr::<{16·NV}, 4>` panel for K = `taps · ic`; `c` as in [`super::GemmUkernel`]; the
 /// CPU supports AVX-512 F/BW/VL/VNNI.
 #[cfg(target_arch = "x86_64")]
