@@ -703,20 +703,23 @@ unsafe fn zmm_indirect_acc<const MR: usize, const R: usize, const NV: usize>(
     let mut g = 0;
     for t in 0..taps {
         let mut pa = [std::ptr::null::<u8>(); R];
-        // Bit `i` set: row `i` computes this tap (pointer mode: its pointer is not null).
-        let mut live = 0u32;
-        for (i, p) in pa.iter_mut().enumerate() {
-            // SAFETY: window mode: `ind` holds MR pointers, `tap_off` `taps` offsets, and
-            // `ind[i] + tap_off[t]` stays inside row `i`'s window (the caller's contract);
-            // otherwise `ind` holds `taps · MR` pointers. `t < taps`, `i < R ≤ MR`.
-            *p = unsafe {
-                if tap_off.is_null() {
-                    *ind.add(t * MR + i)
-                } else {
-                    (*ind.add(i)).add(*tap_off.add(t))
-                }
-            };
-            live |= u32::from(!p.is_null()) << i;
+        // Bit `i` set: row `i` computes this tap (pointer mode: its pointer is not null; window
+        // mode: every row).
+        let mut live = (1u32 << R) - 1;
+        if tap_off.is_null() {
+            live = 0;
+            for (i, p) in pa.iter_mut().enumerate() {
+                // SAFETY: `ind` holds `taps · MR` pointers, `t < taps`, `i < R ≤ MR`.
+                *p = unsafe { *ind.add(t * MR + i) };
+                live |= u32::from(!p.is_null()) << i;
+            }
+        } else {
+            for (i, p) in pa.iter_mut().enumerate() {
+                // SAFETY: window mode: `ind` holds MR pointers, `tap_off` `taps` offsets, and
+                // `ind[i] + tap_off[t]` stays inside row `i`'s window (the caller's contract);
+                // `t < taps`, `i < R ≤ MR`.
+                *p = unsafe { (*ind.add(i)).add(*tap_off.add(t)) };
+            }
         }
         let groups = ic / 4;
         if live == (1 << R) - 1 {
