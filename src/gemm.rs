@@ -148,6 +148,31 @@ impl Indirect<'_> {
         debug_assert!((1..=mr).contains(&rows) && tap_off.len() == self.taps());
         let len = tap_off[tap_off.len() - 1] + self.ic;
         let start = dst.len();
+        // The usual case: the tile's pixels lie in one output row, so their windows are one
+        // input-pixel stride `sw` apart and the whole tile is inside iff its first and last
+        // windows are. One bounds check and one add per row (building the arrays through
+        // `windows` cost ≈ 1.5 % of a ResNet-18 pass).
+        let plane = self.oh * self.ow;
+        let (img, rem) = (row0 / plane, row0 % plane);
+        let (oy, ox) = (rem / self.ow, rem % self.ow);
+        if ox + rows <= self.ow {
+            let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
+            let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
+            let ix_last = ix0 + ((rows - 1) * g.stride_w) as isize;
+            let inside = iy0 >= 0
+                && ix0 >= 0
+                && iy0 as usize + (g.kernel_h - 1) * g.dilation_h < g.in_h
+                && ix_last as usize + (g.kernel_w - 1) * g.dilation_w < g.in_w;
+            if !inside {
+                return false;
+            }
+            let step = g.stride_w * g.in_c;
+            let base = ((img * g.in_h + iy0 as usize) * g.in_w + ix0 as usize) * g.in_c + self.c0;
+            // Row `i`'s window is `[i·step, i·step + len)` of this checked slice.
+            let win = self.x[base..base + (rows - 1) * step + len].as_ptr();
+            dst.extend((0..mr).map(|i| win.wrapping_add(i.min(rows - 1) * step)));
+            return true;
+        }
         for (img, iy0, ix0, inside) in self.windows(row0, rows) {
             if !inside {
                 dst.truncate(start);
