@@ -1073,6 +1073,20 @@ fn fill_strip(
     let run = g.kernel_w * c;
     let ix0 = (xo * g.stride_w) as isize - g.pad_w as isize;
     let inside = ix0 >= 0 && ix0 as usize + g.kernel_w <= g.in_w;
+    if inside && rows >= g.pad_h {
+        // Window inside the image's width (all strips but the first and last few): `pad_h`
+        // padding runs, one run per image row (no per-row checks), padding runs below.
+        let (top, body) = dst[..rows * run].split_at_mut(g.pad_h * run);
+        top.fill(pad);
+        let image_rows = g.in_h.min(rows - g.pad_h);
+        let (body, bottom) = body.split_at_mut(image_rows * run);
+        bottom.fill(pad);
+        let s = ix0 as usize * c;
+        for (d, line) in body.chunks_exact_mut(run).zip(img.chunks_exact(g.in_w * c)) {
+            qkernels_kernels::im2col::copy_run(d, &line[s..s + run]);
+        }
+        return;
+    }
     for (iy_p, d) in dst.chunks_exact_mut(run).take(rows).enumerate() {
         let iy = iy_p as isize - g.pad_h as isize;
         if iy < 0 || iy as usize >= g.in_h {
