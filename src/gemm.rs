@@ -1986,19 +1986,23 @@ fn item_u8(
     });
     for p in jb * plan.pc..((jb + 1) * plan.pc).min(n_panels) {
         let j0 = p * nr;
+        // The panel's 64 columns of epilogue constants (fused tiles; the unfused epilogue
+        // slices its own).
+        let cols = (fused.is_some() && j0 + 64 <= plan.pw.n)
+            .then(|| requant_cols(rq, &plan.col_term, None).range(j0, 64));
         for ip in 0..rows.div_ceil(mr) {
             let (i0, _) = plan.panel(rows, ip);
-            if let Some(f) = fused
+            if let (Some(f), Some(cols)) = (fused, cols)
                 && tile_fused(
                     plan,
                     s,
-                    rq,
                     residual,
                     f,
                     (rows, ip, p),
                     row0,
                     base,
                     (&mut pending, acc_buf, consts.as_ref()),
+                    cols,
                 )
             {
                 continue;
@@ -2080,18 +2084,19 @@ fn fused_for(
 /// Runs tile `(ip, p)` of the block on a fused-epilogue kernel and writes its u8 output (and
 /// residual add) directly, if it is a full 64-column tile of an indirect panel or of a packed
 /// or in-place panel of the main kernel; returns `false` (having done nothing) otherwise.
+/// `cols` are panel `p`'s 64 columns of the epilogue constants, cut once per panel by the caller.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 fn tile_fused<'a>(
     plan: &'a Plan<'_>,
     s: &Scratch,
-    rq: &'a RequantParams,
     residual: Option<&'a Residual<'_>>,
     f: Fused,
     (rows, ip, p): (usize, usize, usize),
     row0: usize,
     base: OutPtr<u8>,
     (pending, acc_buf, consts): (&mut Option<Deferred<'a>>, *mut i32, Option<&'a DeferConsts>),
+    cols: RequantCols<'a>,
 ) -> bool {
     const NR: usize = 64;
     let j0 = p * NR;
@@ -2131,7 +2136,7 @@ fn tile_fused<'a>(
     let row = row0 + i0;
     let flat0 = row * plan.ldc + j0;
     let ep = Tile64 {
-        cols: requant_cols(rq, &plan.col_term, None).range(j0, NR),
+        cols,
         guard: f.guard,
         add: residual.map(|res| {
             let skip = &res.skip[row * res.ldskip + j0..];

@@ -60,6 +60,7 @@ pub struct RequantCols<'a> {
 
 impl<'a> RequantCols<'a> {
     /// The constants of columns `j0 .. j0 + n` (every per-column slice cut to them).
+    #[inline]
     pub fn range(&self, j0: usize, n: usize) -> RequantCols<'a> {
         let cut = |s: &'a [i32]| &s[j0..j0 + n];
         RequantCols {
@@ -1410,6 +1411,7 @@ enum DeferKind {
 
 impl DeferKind {
     /// The row program of an epilogue with NaN guard `guard` and fused add `add`, if any.
+    #[inline]
     fn of(guard: bool, add: Option<&AddParams>) -> DeferKind {
         match add {
             None if guard => DeferKind::RequantGuard,
@@ -1481,6 +1483,7 @@ impl<'a> Deferred<'a> {
     /// Whether a tile of `rows` rows with epilogue `ep` can be deferred: always, except a fused
     /// add whose scalar-formula tail starts inside the tile (never in ResNet: see
     /// [`requant_acc64`]), which keeps the immediate path.
+    #[inline]
     pub fn supports(ep: &Tile64<'_>, rows: usize, ldc: usize) -> bool {
         (1..=8).contains(&rows)
             && ep.cols.col_term.len() >= 64
@@ -1496,6 +1499,7 @@ impl<'a> Deferred<'a> {
     /// # Panics
     /// If not [`Deferred::supports`], or `k` was built for another kind of epilogue (guard,
     /// add, ReLU).
+    #[inline]
     pub fn new(
         acc: *const i32,
         rows: usize,
