@@ -260,8 +260,9 @@ mod x86 {
         debug_assert!(g.run <= 64 && g.fits(src.len(), dst.len()));
         let lanes = |n: usize| if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
         let run_m: __mmask64 = lanes(g.run);
-        // Lanes `lead .. lead + len` of a run come from the image.
-        let data_m: __mmask64 = lanes(g.len) << g.lead;
+        // Lanes `lead .. lead + len` of a run come from the image (none when `len == 0`, where
+        // `lead` may be the whole run: 64 would overflow the shift).
+        let data_m: __mmask64 = lanes(g.len).checked_shl(g.lead as u32).unwrap_or(0);
         let padv = _mm512_set1_epi8(pad as i8);
         let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
         let mut s = g.src0;
@@ -340,6 +341,7 @@ mod tests {
                     for (lead, len) in [
                         (0, run),
                         (0, 0),
+                        (run, 0),
                         (run / 3, run - run / 3),
                         (0, run / 2),
                         (run / 4, run / 2),
